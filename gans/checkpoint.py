@@ -1,0 +1,60 @@
+"""Full-state checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
+``format, config, step, world_size, G, D, G_ema, G_init, opt_g, opt_d, rng, fixed_z, history``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "gans-checkpoint/1"
+FILENAME = "checkpoint.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or of another format."""
+
+
+def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by ``save`` onto the CPU (no pickled code is executed)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILENAME
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}; run the train stage first.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt files
+        raise CheckpointError(f"Checkpoint {path} could not be read ({error}); delete it and retrain.") from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint.")
+    return state
+
+
+def load_generator(state: dict[str, Any], key: str = "G_ema") -> torch.nn.Module:
+    """Rebuild a generator from a checkpoint dict: ``G_ema`` (default), ``G`` or ``G_init``; in eval mode."""
+    from gans.config import GANConfig
+    from gans.models import build_models
+
+    cfg = GANConfig.from_dict(state["config"])
+    generator, _ = build_models(cfg)
+    generator.load_state_dict(state[key])
+    return generator.eval()

@@ -1,0 +1,260 @@
+"""Typed configuration: one frozen dataclass per params.yaml section.
+
+Every field has a docstring-style comment; ``__post_init__`` rejects bad values with a message that names
+the key and the allowed values, so a typo in params.yaml fails at load time, not an hour into training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+    """A params.yaml key is unknown or its value is invalid."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _in_registry(registry, value: str, key: str) -> None:
+    _require(value in registry, f"{key}={value!r} is not valid; allowed values: {', '.join(registry.names())}.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "lfw-subset"
+    """Where images come from: a name in ``gans.sources.SOURCES``."""
+    crop: str = "none"
+    """How a square crop is taken from each image: a name in ``gans.crops.CROPS``."""
+    resolution: int = 32
+    """Side of the square training images, in pixels."""
+    channels: int = 1
+    """1 (grayscale) or 3 (RGB)."""
+    limit: Optional[int] = None
+    """Keep at most this many images (None: all)."""
+
+    def __post_init__(self) -> None:
+        from gans.crops import CROPS
+        from gans.sources import SOURCES
+
+        _in_registry(SOURCES, self.source, "data.source")
+        _in_registry(CROPS, self.crop, "data.crop")
+        _require(8 <= self.resolution <= 1024, f"data.resolution={self.resolution} must be in [8, 1024].")
+        _require(self.channels in (1, 3), f"data.channels={self.channels} is not valid; allowed values: 1, 3.")
+        _require(self.limit is None or self.limit > 0, f"data.limit={self.limit} must be a positive integer or null.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "dcgan"
+    """Architecture family: a name in ``gans.models.MODELS``."""
+    z_dim: int = 64
+    """Length of the latent vector z ~ N(0, I)."""
+    g_width: int = 64
+    """Generator base width (DCGAN: channels of the last hidden layer; MLP: hidden units = 2 × g_width)."""
+    d_width: int = 64
+    """Discriminator base width (DCGAN: channels of the first conv; MLP: hidden units = 4 × d_width)."""
+    d_dropout: float = 0.3
+    """Dropout before the MLP discriminator's logit (ignored by conv models)."""
+
+    def __post_init__(self) -> None:
+        from gans.models import MODELS
+
+        _in_registry(MODELS, self.name, "model.name")
+        for key in ("z_dim", "g_width", "d_width"):
+            value = getattr(self, key)
+            _require(value > 0, f"model.{key}={value} must be a positive integer.")
+        _require(0 <= self.d_dropout < 1, f"model.d_dropout={self.d_dropout} must be in [0, 1).")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "bce"
+    """Adversarial loss: a name in ``gans.losses.LOSSES``."""
+    label_smoothing: float = 0.1
+    """One-sided label smoothing s: the discriminator's real target is 1 − s (BCE only)."""
+    label_flip_prob: float = 0.0
+    """Noisy labels: probability that a real/fake target is swapped in the D loss (BCE only)."""
+
+    def __post_init__(self) -> None:
+        from gans.losses import LOSSES
+
+        _in_registry(LOSSES, self.name, "loss.name")
+        _require(0 <= self.label_smoothing < 0.5, f"loss.label_smoothing={self.label_smoothing} must be in [0, 0.5).")
+        _require(0 <= self.label_flip_prob < 0.5, f"loss.label_flip_prob={self.label_flip_prob} must be in [0, 0.5).")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam for G and D with separate learning rates and betas (TTUR, Heusel et al. 2017)."""
+
+    lr_g: float = 2e-4
+    """Generator learning rate."""
+    lr_d: float = 2e-4
+    """Discriminator learning rate."""
+    betas_g: tuple[float, float] = (0.5, 0.999)
+    """Generator Adam betas."""
+    betas_d: tuple[float, float] = (0.5, 0.999)
+    """Discriminator Adam betas."""
+
+    def __post_init__(self) -> None:
+        for key in ("lr_g", "lr_d"):
+            value = getattr(self, key)
+            _require(0 < value < 1, f"optim.{key}={value} must be in (0, 1).")
+        for key in ("betas_g", "betas_d"):
+            betas = getattr(self, key)
+            _require(
+                len(betas) == 2 and all(0 <= b < 1 for b in betas),
+                f"optim.{key}={list(betas)} must be two numbers in [0, 1).",
+            )
+
+    @property
+    def ttur_ratio(self) -> float:
+        """lr_d / lr_g."""
+        return self.lr_d / self.lr_g
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    """Base seed; each worker uses seed * world_size + rank for its noise."""
+    steps: int = 2000
+    """Number of generator updates."""
+    batch_size: int = 32
+    """Images per worker per update (the global batch is batch_size × world_size)."""
+    n_critic: int = 1
+    """Discriminator updates per generator update."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of G's weights (0 copies G every step)."""
+    log_every: int = 50
+    """Log losses, accuracies and gradient norms every this many steps."""
+    snapshot_every: int = 500
+    """Write a full-state checkpoint every this many steps (and at the end)."""
+    n_fixed: int = 64
+    """Number of fixed evaluation latents (sample grids), stored with the checkpoint."""
+    resume: bool = False
+    """Continue from the latest checkpoint of the run instead of starting fresh."""
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "n_critic", "log_every", "snapshot_every", "n_fixed"):
+            value = getattr(self, key)
+            _require(value > 0, f"train.{key}={value} must be a positive integer.")
+        _require(self.seed >= 0, f"train.seed={self.seed} must be a non-negative integer.")
+        _require(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1).")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_fake: int = 1000
+    """Generated images used for FID/KID."""
+    batch_size: int = 50
+    """Images per Inception forward."""
+    seed: int = 2026
+    """Seed of the evaluation latents (the same for the initial and the trained generator)."""
+    kid_subsets: int = 50
+    """Number of KID subsets."""
+    kid_subset_size: int = 1000
+    """KID subset size (capped at the smaller of the real and generated counts)."""
+    grid_size: int = 64
+    """Images in the sample grid (taken from the fixed latents)."""
+
+    def __post_init__(self) -> None:
+        for key in ("n_fake", "batch_size", "kid_subsets", "kid_subset_size", "grid_size"):
+            value = getattr(self, key)
+            _require(value > 0, f"eval.{key}={value} must be a positive integer.")
+        _require(self.n_fake >= 2, f"eval.n_fake={self.n_fake} must be at least 2 (FID needs a covariance).")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    version: str = "auto"
+    """Version directory name under the export root; "auto" takes the next integer."""
+    parity_atol: float = 1e-5
+    """Largest allowed |scripted − eager| difference on the parity check."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.version == "auto" or (self.version.replace("-", "").replace(".", "").replace("_", "").isalnum()),
+            f"export.version={self.version!r} must be 'auto' or letters, digits, '.', '-' and '_'.",
+        )
+        _require(self.parity_atol > 0, f"export.parity_atol={self.parity_atol} must be positive.")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Everything that defines a training run; stored inside every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        from gans.models import MODELS
+
+        family = MODELS.get(self.model.name)
+        resolutions = getattr(family, "resolutions", None)
+        _require(
+            resolutions is None or self.data.resolution in resolutions,
+            f"data.resolution={self.data.resolution} is not supported by model {self.model.name!r}; "
+            f"allowed values: {', '.join(map(str, resolutions or ()))}.",
+        )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.data.channels, self.data.resolution, self.data.resolution)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any]) -> "GANConfig":
+        """Build from a params mapping; sections other than this config's are ignored."""
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: section_from_mapping(hints[f.name], params.get(f.name), f.name) for f in dataclasses.fields(cls)})
+
+
+def section_from_mapping(cls: type, values: Optional[Mapping[str, Any]], section: str):
+    """Build the dataclass ``cls`` from one params.yaml section, checking keys and types."""
+    values = {} if values is None else values
+    _require(isinstance(values, Mapping), f"params section {section!r} must be a mapping of keys to values.")
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(allowed))
+    _require(not unknown, f"Unknown key {section}.{unknown[0] if unknown else ''}; allowed keys: {', '.join(allowed)}.")
+    return cls(**{key: _coerce(value, hints[key], f"{section}.{key}") for key, value in values.items()})
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a field's type hint; YAML lists become tuples, ints become floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin is tuple:
+        _require(
+            isinstance(value, (list, tuple)) and len(value) == len(args),
+            f"{key}={value!r} must be a list of {len(args)} values.",
+        )
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if hint is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{key}={value!r} must be a number.")
+        return float(value)
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), f"{key}={value!r} must be an integer.")
+        return value
+    if hint is bool:
+        _require(isinstance(value, bool), f"{key}={value!r} must be true or false.")
+        return value
+    if hint is str:
+        _require(isinstance(value, str), f"{key}={value!r} must be a string.")
+        return value
+    return value

@@ -1,0 +1,68 @@
+"""Rank, world size and collectives — the only module that touches ``torch.distributed``.
+
+Everything degrades to single-process behaviour when no process group is initialised, so the library
+works the same in a notebook, under torchrun, or inside a Ray Train worker.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def wrap(module: nn.Module, device: torch.device) -> nn.Module:
+    """Wrap in DDP when several processes train together; otherwise return ``module`` unchanged.
+
+    Buffers are not broadcast on every forward: a GAN step calls D several times before one backward,
+    and an in-place buffer broadcast between those calls breaks autograd. ``average_buffers`` syncs
+    BatchNorm statistics at snapshots instead.
+    """
+    if world_size() == 1:
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def average_buffers(module: nn.Module) -> None:
+    """Make floating-point buffers (BatchNorm running statistics) equal on all ranks: their mean."""
+    if world_size() == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(world_size())
+        else:
+            dist.broadcast(buffer, src=0)
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Average a dict of floats over ranks (every rank must call this with the same keys)."""
+    if world_size() == 1 or not values:
+        return values
+    keys = sorted(values)
+    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=backend_device)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    return {k: v / world_size() for k, v in zip(keys, packed.tolist())}

@@ -1,0 +1,169 @@
+"""The training loop: D and G updates, EMA, logging, snapshots, resume.
+
+Reporting and stopping come in as callbacks so Ray, DVCLive, notebooks and tests plug in without the
+loop knowing them:
+
+- ``log(metrics, step)`` — main rank, every ``train.log_every`` steps (means over the interval and ranks);
+- ``report(metrics, step, ckpt_dir)`` — every rank, at each snapshot; ``ckpt_dir`` holds ``checkpoint.pt``
+  on the main rank and is None elsewhere;
+- ``should_stop()`` — asked at log steps; a True on any rank ends the run after a final snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gans import checkpoint, dist
+from gans.config import ConfigError, GANConfig
+from gans.data import PreparedDataset, batch_indices
+from gans.ema import make_ema, update_ema
+from gans.losses import build_loss
+from gans.models import build_models
+from gans.step import discriminator_step, generator_step
+
+LogFn = Callable[[dict[str, float], int], None]
+ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
+
+# Sections that must match to resume a run (train.steps may grow, the rest defines the run).
+_RESUME_KEYS = ("data", "model", "loss", "optim")
+
+
+def step_seed(seed: int, rank: int, world_size: int, step: int) -> int:
+    """Seed for one step's randomness on one rank: a pure function, so a resumed run draws the same numbers."""
+    return int(np.random.SeedSequence([seed * world_size + rank, step]).generate_state(1)[0])
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
+
+
+def fit(
+    cfg: GANConfig,
+    dataset: PreparedDataset,
+    *,
+    work_dir: str | Path,
+    device: str | torch.device = "cpu",
+    resume: Optional[dict[str, Any]] = None,
+    log: Optional[LogFn] = None,
+    report: Optional[ReportFn] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train the GAN described by ``cfg`` on ``dataset``; return the final full state (a checkpoint dict).
+
+    ``resume`` is a checkpoint dict (``gans.checkpoint.load``) to continue from. Snapshots are written to
+    ``work_dir/snapshot-<step>/checkpoint.pt``; only the latest is kept.
+    """
+    device = torch.device(device)
+    rank, world = dist.rank(), dist.world_size()
+    train = cfg.train
+    if dataset.image_shape != cfg.image_shape:
+        raise ConfigError(f"The dataset holds images {dataset.image_shape} but the config asks for {cfg.image_shape}; rerun prepare.")
+
+    torch.manual_seed(train.seed)  # identical initial weights on every rank
+    G, D = build_models(cfg)
+    G, D = G.to(device), D.to(device)
+    G_ema = make_ema(G)
+    G_init = cpu_state_dict(G)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
+    loss = build_loss(cfg.loss)
+    fixed_z = torch.randn(train.n_fixed, cfg.model.z_dim, generator=torch.Generator().manual_seed(train.seed))
+    step, history = 0, []
+
+    if resume is not None:
+        saved = resume["config"]
+        changed = [key for key in _RESUME_KEYS if saved.get(key) != cfg.to_dict()[key]]
+        if changed:
+            raise ConfigError(f"Cannot resume: params section(s) {', '.join(changed)} differ from the checkpoint's.")
+        G.load_state_dict(resume["G"])
+        D.load_state_dict(resume["D"])
+        G_ema.load_state_dict(resume["G_ema"])
+        opt_g.load_state_dict(resume["opt_g"])
+        opt_d.load_state_dict(resume["opt_d"])
+        G_init, fixed_z = resume["G_init"], resume["fixed_z"]
+        step, history = int(resume["step"]), list(resume["history"])
+        torch.set_rng_state(resume["rng"]["torch"])
+
+    G_train, D_train = dist.wrap(G, device), dist.wrap(D, device)
+    work_dir = Path(work_dir)
+
+    def full_state() -> dict[str, Any]:
+        return {
+            "config": cfg.to_dict(),
+            "step": step,
+            "world_size": world,
+            "G": cpu_state_dict(G),
+            "D": cpu_state_dict(D),
+            "G_ema": cpu_state_dict(G_ema),
+            "G_init": G_init,
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "fixed_z": fixed_z,
+            "history": history,
+        }
+
+    def snapshot() -> Optional[Path]:
+        dist.average_buffers(G)  # BatchNorm statistics drift apart per rank; agree before saving
+        dist.average_buffers(D)
+        update_ema(G_ema, G, decay=1.0)  # copy the synced buffers, keep the averaged weights
+        if not dist.is_main():
+            return None
+        ckpt_dir = work_dir / f"snapshot-{step:07d}"
+        checkpoint.save(full_state(), ckpt_dir / checkpoint.FILENAME)
+        for old in work_dir.glob("snapshot-*"):
+            if old != ckpt_dir:
+                shutil.rmtree(old, ignore_errors=True)
+        return ckpt_dir
+
+    n_images, batch = len(dataset), train.batch_size
+    interval: dict[str, list[float]] = defaultdict(list)
+    bar = tqdm(total=train.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main()))
+    while step < train.steps:
+        torch.manual_seed(step_seed(train.seed, rank, world, step))
+
+        # Update D.
+        for critic_step in range(train.n_critic):
+            indices = batch_indices(step * train.n_critic + critic_step, n_images, batch, train.seed, rank, world)
+            real = dataset.batch(indices).to(device)
+            z = torch.randn(batch, cfg.model.z_dim, device=device)
+            d_stats = discriminator_step(G, D_train, opt_d, loss, real, z)
+
+        # Update G.
+        z = torch.randn(batch, cfg.model.z_dim, device=device)
+        g_stats = generator_step(G_train, D, opt_g, loss, z)
+        update_ema(G_ema, G, train.ema_decay)
+        step += 1
+        bar.update(1)
+        for key, value in {**d_stats, **g_stats}.items():
+            interval[key].append(value)
+
+        # Log.
+        stop = False
+        if step % train.log_every == 0 or step == train.steps:
+            metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
+            interval.clear()
+            history.append({"step": step, **metrics})
+            bar.set_postfix(d_loss=f"{metrics['d_loss']:.3f}", g_loss=f"{metrics['g_loss']:.3f}")
+            if log is not None and dist.is_main():
+                log(metrics, step)
+            stop = bool(dist.mean_over_ranks({"stop": float(bool(should_stop and should_stop()))})["stop"] > 0)
+
+        # Snapshot.
+        if step % train.snapshot_every == 0 or step == train.steps or stop:
+            ckpt_dir = snapshot()
+            if report is not None:
+                report(history[-1] if history else {}, step, ckpt_dir)
+        if stop:
+            break
+    bar.close()
+    return full_state()

@@ -1,0 +1,30 @@
+"""Print where a run's results are (``make run`` ends with this)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gans.export import LATEST_FILE
+from pipeline.evaluate import CURVES_FILE, GRID_FILE
+from pipeline.params import load_params
+
+
+def main() -> None:
+    paths = load_params().paths
+    metrics_path = Path(paths.eval_metrics)
+    latest = Path(paths.models) / LATEST_FILE
+    print("\nResults")
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        print(f"  metrics      {metrics_path}  (FID {metrics['fid']:.2f}, initial {metrics['fid_initial']:.2f})")
+    print(f"  sample grid  {Path(paths.eval_plots) / GRID_FILE}")
+    print(f"  loss curves  {Path(paths.eval_plots) / CURVES_FILE}")
+    print(f"  dataset      {Path(paths.prepared) / 'preview.png'}")
+    if latest.is_file():
+        print(f"  generator    {Path(paths.models) / latest.read_text().strip()}  (TorchScript + signature.json)")
+    print("  compare runs: dvc metrics diff | dvc exp show | dvc plots diff")
+
+
+if __name__ == "__main__":
+    main()
