@@ -66,3 +66,23 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=backend_device)
     dist.all_reduce(packed, op=dist.ReduceOp.SUM)
     return {k: v / world_size() for k, v in zip(keys, packed.tolist())}
+
+
+def gather(value):
+    """Every rank's ``value`` (any picklable object), in rank order."""
+    if world_size() == 1:
+        return [value]
+    out = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def fingerprint(state_dict: dict) -> str:
+    """SHA-256 of a state dict's tensors: equal fingerprints mean bit-identical replicas."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state_dict.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

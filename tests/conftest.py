@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny configs and a tiny prepared dataset on disk."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from gans.config import GANConfig  # noqa: E402
+from gans.data import PreparedDataset, write_prepared  # noqa: E402
+
+
+def tiny_config(**sections) -> GANConfig:
+    """A small DCGAN config (32 px, narrow) with section overrides: tiny_config(train={"steps": 4})."""
+    base = {
+        "data": {"resolution": 32, "channels": 1},
+        "model": {"name": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8},
+        "train": {"steps": 4, "batch_size": 4, "log_every": 2, "snapshot_every": 2, "n_fixed": 4, "ema_decay": 0.9},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return GANConfig.from_dict(base)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> PreparedDataset:
+    """24 random grayscale 32×32 uint8 images on disk."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(24, 1, 32, 32), dtype=np.uint8)
+    return PreparedDataset(write_prepared(tmp_path / "prepared", images, {"count": 24}))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    yield
