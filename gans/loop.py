@@ -4,7 +4,8 @@ Reporting and stopping come in as callbacks so Ray, DVCLive, notebooks and tests
 loop knowing them:
 
 - ``log(metrics, step)`` — main rank, every ``train.log_every`` steps (means over the interval and ranks);
-- ``report(metrics, step, ckpt_dir)`` — every rank, at each snapshot; ``ckpt_dir`` holds ``checkpoint.pt``
+- ``report(metrics, step, ckpt_dir)`` — every rank, at each snapshot (metrics include every rank's
+  ``replica_fingerprints``, checked equal); ``ckpt_dir`` holds ``checkpoint.pt``
   on the main rank and is None elsewhere;
 - ``should_stop()`` — asked at log steps; a True on any rank ends the run after a final snapshot.
 """
@@ -112,18 +113,21 @@ def fit(
             "history": history,
         }
 
-    def snapshot() -> Optional[Path]:
+    def snapshot() -> tuple[Optional[Path], list[str]]:
         dist.average_buffers(G)  # BatchNorm statistics drift apart per rank; agree before saving
         dist.average_buffers(D)
         update_ema(G_ema, G, decay=1.0)  # copy the synced buffers, keep the averaged weights
+        replicas = dist.gather(dist.fingerprint(G.state_dict()))
+        if len(set(replicas)) > 1:
+            raise RuntimeError(f"Generator replicas diverged across ranks at step {step}: {replicas}.")
         if not dist.is_main():
-            return None
+            return None, replicas
         ckpt_dir = work_dir / f"snapshot-{step:07d}"
         checkpoint.save(full_state(), ckpt_dir / checkpoint.FILENAME)
         for old in work_dir.glob("snapshot-*"):
             if old != ckpt_dir:
                 shutil.rmtree(old, ignore_errors=True)
-        return ckpt_dir
+        return ckpt_dir, replicas
 
     n_images, batch = len(dataset), train.batch_size
     interval: dict[str, list[float]] = defaultdict(list)
@@ -160,9 +164,9 @@ def fit(
 
         # Snapshot.
         if step % train.snapshot_every == 0 or step == train.steps or stop:
-            ckpt_dir = snapshot()
+            ckpt_dir, replicas = snapshot()
             if report is not None:
-                report(history[-1] if history else {}, step, ckpt_dir)
+                report({**(history[-1] if history else {}), "replica_fingerprints": replicas}, step, ckpt_dir)
         if stop:
             break
     bar.close()

@@ -61,6 +61,7 @@ def run(params: Params) -> Path:
         )
         result = trainer.fit()
         source = latest_checkpoint_file(result)
+        replicas = result.metrics.get("replica_fingerprints", [])
     finally:
         ray.shutdown()
 
@@ -71,7 +72,7 @@ def run(params: Params) -> Path:
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
     shutil.rmtree(source.parent, ignore_errors=True)  # the temporary copy made by latest_checkpoint_file
-    write_json(out_dir / "params.json", params.raw)
+    write_json(out_dir / "run.json", {"params": params.raw, "workers": len(replicas), "replica_fingerprints": replicas})
     print(f"[train] final checkpoint → {target}", flush=True)
     return target
 

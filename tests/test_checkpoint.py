@@ -43,10 +43,10 @@ def test_snapshots_are_reported_with_a_checkpoint_dir(tmp_path, tiny_dataset):
         tiny_dataset,
         work_dir=tmp_path / "work",
         log=lambda metrics, step: logs.append(step),
-        report=lambda metrics, step, ckpt_dir: reports.append((step, checkpoint.load(ckpt_dir)["step"])),
+        report=lambda metrics, step, ckpt_dir: reports.append((step, checkpoint.load(ckpt_dir)["step"], len(metrics["replica_fingerprints"]))),
     )
     assert logs == [1, 2, 3, 4]
-    assert reports == [(2, 2), (4, 4)]
+    assert reports == [(2, 2, 1), (4, 4, 1)]
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["snapshot-0000004"]  # only the latest is kept
 
 
