@@ -1,0 +1,109 @@
+"""End to end: a copy of this repo, `dvc repro` with tiny params, then a param change tracked by DVC."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from gans.export import load_exported
+
+REPO = Path(__file__).resolve().parents[1]
+IGNORE = shutil.ignore_patterns(".venv", ".git", "runs", "data", "artifacts", "models", "dvclive", "metrics",
+                                "plots", "__pycache__", ".pytest_cache", "*.egg-info", "cache", "tmp")
+
+TINY = {
+    "data": {"limit": 40},
+    "model": {"g_width": 8, "d_width": 8, "z_dim": 16},
+    "train": {"steps": 40, "batch_size": 8, "log_every": 10, "snapshot_every": 20, "n_fixed": 16},
+    "eval": {"n_fake": 40, "batch_size": 20, "kid_subsets": 5, "kid_subset_size": 20, "grid_size": 16},
+}
+
+
+def _run(args, cwd, env):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+def _set_params(repo: Path, overrides: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e") / "repo"
+    shutil.copytree(REPO, root, ignore=IGNORE)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    _set_params(root, TINY)
+    _run(["git", "init", "-q"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "tiny"], root, env)
+    first = _run(["dvc", "repro"], root, env)
+    return root, env, first
+
+
+def test_repro_produces_every_stage_output(repo):
+    root, env, log = repo
+    for stage in ("prepare", "reference", "train", "evaluate", "export"):
+        assert f"Running stage '{stage}'" in log
+
+    manifest = json.loads((root / "data/prepared/manifest.json").read_text())
+    assert manifest["count"] == 40 and manifest["shape"] == [1, 32, 32] and manifest["value_range"] == [-1.0, 1.0]
+    assert Image.open(root / "data/prepared/preview.png").size[0] > 64
+
+    metrics = json.loads((root / "metrics/eval.json").read_text())
+    assert 0 < metrics["fid"] < float("inf") and metrics["fid_initial"] > 0
+    assert metrics["meta"]["n_real"] == 40 and metrics["meta"]["n_fake"] == 40
+    assert metrics["meta"]["extractor"] == "inception-v3-tf2015-offline"
+    grid = Image.open(root / "plots/eval/samples.png")
+    assert grid.size == (4 * 64 + 5 * 2, 4 * 64 + 5 * 2)  # 16 images of 32 px upscaled ×2 in a 4×4 grid, 2 px padding
+    assert Image.open(root / "plots/eval/losses.png").size[0] > 500
+    assert (root / "dvclive/train/plots/metrics/g_loss.tsv").read_text().count("\n") == 1 + 40 // 10
+
+    run = json.loads((root / "artifacts/train/run.json").read_text())
+    assert run["workers"] == 2 and len(set(run["replica_fingerprints"])) == 1
+
+    version = (root / "models/generator/LATEST").read_text().strip()
+    model, signature = load_exported(root / "models/generator" / version)
+    assert signature["z_dim"] == 16 and signature["outputs"][0]["shape"] == [-1, 1, 32, 32]
+    with torch.no_grad():
+        images = model(torch.randn(3, 16))
+    assert images.shape == (3, 1, 32, 32) and images.min() >= -1 and images.max() <= 1
+
+
+def test_second_repro_is_a_no_op(repo):
+    root, env, _ = repo
+    log = _run(["dvc", "repro"], root, env)
+    assert "Running stage" not in log
+    assert "Data and pipelines are up to date" in log
+
+
+def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
+    root, env, _ = repo
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "first run"], root, env)
+    _set_params(root, {"train": {"steps": 60}})
+    log = _run(["dvc", "repro"], root, env)
+    assert "Stage 'prepare' didn't change" in log and "Stage 'reference' didn't change" in log
+    assert "Running stage 'train'" in log
+    diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], root, env))
+    eval_diff = diff["metrics/eval.json"]
+    assert eval_diff["step"] == {"old": 40, "new": 60, "diff": 20}
+    assert eval_diff["fid"]["old"] != eval_diff["fid"]["new"]
+    params_diff = json.loads(_run(["dvc", "params", "diff", "--json"], root, env))
+    assert params_diff["params.yaml"]["train.steps"] == {"old": 40, "new": 60}
+    assert (root / "models/generator/LATEST").read_text().strip() == "2"  # a new version beside the first
