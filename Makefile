@@ -2,12 +2,14 @@
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# dvc runs each stage's `python -m ...` from PATH: put the venv first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: run test install clean
 
 run: $(STAMP)
-	$(VENV)/bin/dvc repro
+	dvc repro
 	$(PYTHON) -m pipeline.summary
 
 test: $(STAMP)
