@@ -76,9 +76,9 @@ def export_generator(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
     try:
-        torch.jit.save(_trace(generator, z_dim), str(tmp / TORCHSCRIPT_FILE))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice (ONNX comes next)
+            torch.jit.save(_trace(generator, z_dim), str(tmp / TORCHSCRIPT_FILE))
             loaded = torch.jit.load(str(tmp / TORCHSCRIPT_FILE))
         max_diff = parity(generator, loaded, z_dim)
         if max_diff > atol:
