@@ -22,6 +22,13 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def require_positive(config, section: str, *keys: str) -> None:
+    """Each named field of ``config`` must be > 0."""
+    for key in keys:
+        value = getattr(config, key)
+        _require(value > 0, f"{section}.{key}={value} must be positive.")
+
+
 def _in_registry(registry, value: str, key: str) -> None:
     _require(value in registry, f"{key}={value!r} is not valid; allowed values: {', '.join(registry.names())}.")
 
@@ -67,9 +74,7 @@ class ModelConfig:
         from gans.models import MODELS
 
         _in_registry(MODELS, self.name, "model.name")
-        for key in ("z_dim", "g_width", "d_width"):
-            value = getattr(self, key)
-            _require(value > 0, f"model.{key}={value} must be a positive integer.")
+        require_positive(self, "model", "z_dim", "g_width", "d_width")
         _require(0 <= self.d_dropout < 1, f"model.d_dropout={self.d_dropout} must be in [0, 1).")
 
 
@@ -105,8 +110,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         for key in ("lr_g", "lr_d"):
-            value = getattr(self, key)
-            _require(0 < value < 1, f"optim.{key}={value} must be in (0, 1).")
+            _require(0 < getattr(self, key) < 1, f"optim.{key}={getattr(self, key)} must be in (0, 1).")
         for key in ("betas_g", "betas_d"):
             betas = getattr(self, key)
             _require(
@@ -142,9 +146,7 @@ class TrainConfig:
     """Continue from the latest checkpoint of the run instead of starting fresh."""
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "n_critic", "log_every", "snapshot_every", "n_fixed"):
-            value = getattr(self, key)
-            _require(value > 0, f"train.{key}={value} must be a positive integer.")
+        require_positive(self, "train", "steps", "batch_size", "n_critic", "log_every", "snapshot_every", "n_fixed")
         _require(self.seed >= 0, f"train.seed={self.seed} must be a non-negative integer.")
         _require(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1).")
 
@@ -165,9 +167,7 @@ class EvalConfig:
     """Images in the sample grid (taken from the fixed latents)."""
 
     def __post_init__(self) -> None:
-        for key in ("n_fake", "batch_size", "kid_subsets", "kid_subset_size", "grid_size"):
-            value = getattr(self, key)
-            _require(value > 0, f"eval.{key}={value} must be a positive integer.")
+        require_positive(self, "eval", "n_fake", "batch_size", "kid_subsets", "kid_subset_size", "grid_size")
         _require(self.n_fake >= 2, f"eval.n_fake={self.n_fake} must be at least 2 (FID needs a covariance).")
 
 
@@ -183,7 +183,7 @@ class ExportConfig:
             self.version == "auto" or (self.version.replace("-", "").replace(".", "").replace("_", "").isalnum()),
             f"export.version={self.version!r} must be 'auto' or letters, digits, '.', '-' and '_'.",
         )
-        _require(self.parity_atol > 0, f"export.parity_atol={self.parity_atol} must be positive.")
+        require_positive(self, "export", "parity_atol")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import yaml
 
-from gans.config import ConfigError, EvalConfig, ExportConfig, GANConfig, section_from_mapping
+from gans.config import ConfigError, EvalConfig, ExportConfig, GANConfig, require_positive, section_from_mapping
 
 PARAMS_FILE = "params.yaml"
 
@@ -54,10 +54,7 @@ class RayConfig:
     """PACK, SPREAD or STRICT_SPREAD (one worker per node)."""
 
     def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ConfigError(f"ray.num_workers={self.num_workers} must be a positive integer.")
-        if self.cpus_per_worker <= 0:
-            raise ConfigError(f"ray.cpus_per_worker={self.cpus_per_worker} must be positive.")
+        require_positive(self, "ray", "num_workers", "cpus_per_worker")
         if self.max_failures < -1:
             raise ConfigError(f"ray.max_failures={self.max_failures} must be -1 (forever) or a non-negative integer.")
         allowed = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

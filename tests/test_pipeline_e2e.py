@@ -17,8 +17,18 @@ from PIL import Image
 from gans.export import load_exported
 
 REPO = Path(__file__).resolve().parents[1]
-IGNORE = shutil.ignore_patterns(".venv", ".git", "runs", "data", "artifacts", "models", "dvclive", "metrics",
-                                "plots", "__pycache__", ".pytest_cache", "*.egg-info", "cache", "tmp")
+# Top-level outputs and environments are not copied; neither are caches anywhere.
+TOP_LEVEL_SKIP = {".venv", ".git", "runs", "data", "artifacts", "models", "dvclive", "metrics", "plots", ".pytest_cache"}
+ANYWHERE_SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info")
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    skipped = set(ANYWHERE_SKIP(directory, names))
+    if Path(directory) == REPO:
+        skipped |= TOP_LEVEL_SKIP & set(names)
+    elif Path(directory) == REPO / ".dvc":
+        skipped |= {"cache", "tmp"} & set(names)
+    return skipped
 
 TINY = {
     "data": {"limit": 40},
@@ -44,7 +54,7 @@ def _set_params(repo: Path, overrides: dict) -> None:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e") / "repo"
-    shutil.copytree(REPO, root, ignore=IGNORE)
+    shutil.copytree(REPO, root, ignore=_ignore)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "RAY_USAGE_STATS_ENABLED": "0"}
