@@ -1,7 +1,7 @@
 """Full-state checkpoints: written atomically, read with ``weights_only=True``.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
-``format, config, step, world_size, G, D, G_ema, G_init, opt_g, opt_d, rng, fixed_z, history``.
+``format, config, step, world_size, G, D, G_ema, G_init, opt_g, opt_d, scalers, rng, fixed_z, history``.
 """
 
 from __future__ import annotations

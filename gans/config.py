@@ -69,6 +69,10 @@ class ModelConfig:
     """Discriminator base width (DCGAN: channels of the first conv; MLP: hidden units = 4 × d_width)."""
     d_dropout: float = 0.3
     """Dropout before the MLP discriminator's logit (ignored by conv models)."""
+    d_norm: str = "auto"
+    """DCGAN discriminator normalisation: batch, none, or auto (none for wgan-gp, whose penalty is per sample)."""
+    attention_res: Optional[int] = None
+    """SAGAN: side of the feature maps that get self-attention (None: resolution / 4, i.e. 32 for 128 px)."""
 
     def __post_init__(self) -> None:
         from gans.models import MODELS
@@ -76,6 +80,7 @@ class ModelConfig:
         _in_registry(MODELS, self.name, "model.name")
         require_positive(self, "model", "z_dim", "g_width", "d_width")
         _require(0 <= self.d_dropout < 1, f"model.d_dropout={self.d_dropout} must be in [0, 1).")
+        _require(self.d_norm in ("auto", "batch", "none"), f"model.d_norm={self.d_norm!r} is not valid; allowed values: auto, batch, none.")
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,14 @@ class LossConfig:
     """One-sided label smoothing s: the discriminator's real target is 1 − s (BCE only)."""
     label_flip_prob: float = 0.0
     """Noisy labels: probability that a real/fake target is swapped in the D loss (BCE only)."""
+    gp_weight: float = 10.0
+    """λ of the WGAN-GP gradient penalty (wgan-gp only)."""
 
     def __post_init__(self) -> None:
         from gans.losses import LOSSES
 
         _in_registry(LOSSES, self.name, "loss.name")
+        _require(self.gp_weight >= 0, f"loss.gp_weight={self.gp_weight} must be non-negative.")
         _require(0 <= self.label_smoothing < 0.5, f"loss.label_smoothing={self.label_smoothing} must be in [0, 0.5).")
         _require(0 <= self.label_flip_prob < 0.5, f"loss.label_flip_prob={self.label_flip_prob} must be in [0, 0.5).")
 
@@ -132,8 +140,8 @@ class TrainConfig:
     """Number of generator updates."""
     batch_size: int = 32
     """Images per worker per update (the global batch is batch_size × world_size)."""
-    n_critic: int = 1
-    """Discriminator updates per generator update."""
+    n_critic: Optional[int] = None
+    """Discriminator updates per generator update (None: 5 for wgan-gp, 1 otherwise)."""
     ema_decay: float = 0.999
     """Decay of the exponential moving average of G's weights (0 copies G every step)."""
     log_every: int = 50
@@ -144,9 +152,14 @@ class TrainConfig:
     """Number of fixed evaluation latents (sample grids), stored with the checkpoint."""
     resume: bool = False
     """Continue from the latest checkpoint of the run instead of starting fresh."""
+    amp: bool = False
+    """CUDA only: mixed precision (autocast + one GradScaler per network); ignored on CPU."""
+    channels_last: bool = False
+    """CUDA only: channels-last memory format for conv models; ignored on CPU."""
 
     def __post_init__(self) -> None:
-        require_positive(self, "train", "steps", "batch_size", "n_critic", "log_every", "snapshot_every", "n_fixed")
+        require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")
+        _require(self.n_critic is None or self.n_critic > 0, f"train.n_critic={self.n_critic} must be positive or null.")
         _require(self.seed >= 0, f"train.seed={self.seed} must be a non-negative integer.")
         _require(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1).")
 
@@ -206,6 +219,32 @@ class GANConfig:
             f"data.resolution={self.data.resolution} is not supported by model {self.model.name!r}; "
             f"allowed values: {', '.join(map(str, resolutions or ()))}.",
         )
+        if self.model.attention_res is not None:
+            allowed = [2**k for k in range(3, 11) if 2**k < self.data.resolution]
+            _require(
+                self.model.attention_res in allowed,
+                f"model.attention_res={self.model.attention_res} is not valid at resolution {self.data.resolution}; "
+                f"allowed values: {', '.join(map(str, allowed))} (or null).",
+            )
+
+    @property
+    def d_norm(self) -> str:
+        """The discriminator normalisation actually used (``model.d_norm`` with auto resolved)."""
+        if self.model.d_norm != "auto":
+            return self.model.d_norm
+        return "none" if self.loss.name == "wgan-gp" else "batch"
+
+    @property
+    def n_critic(self) -> int:
+        """D updates per G update (``train.n_critic`` with None resolved: 5 for wgan-gp, else 1)."""
+        if self.train.n_critic is not None:
+            return self.train.n_critic
+        return 5 if self.loss.name == "wgan-gp" else 1
+
+    @property
+    def attention_res(self) -> int:
+        """SAGAN attention feature-map side (``model.attention_res`` or resolution / 4)."""
+        return self.model.attention_res or self.data.resolution // 4
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -28,7 +28,7 @@ from gans.data import PreparedDataset, batch_indices
 from gans.ema import make_ema, update_ema
 from gans.losses import build_loss
 from gans.models import build_models
-from gans.step import discriminator_step, generator_step
+from gans.step import Precision, discriminator_step, generator_step
 
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
@@ -71,7 +71,10 @@ def fit(
 
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     G, D = build_models(cfg)
-    G, D = G.to(device), D.to(device)
+    on_cuda = device.type == "cuda"
+    memory_format = torch.channels_last if (cfg.train.channels_last and on_cuda) else torch.contiguous_format
+    G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
+    precision = Precision.create(device, enabled=cfg.train.amp and on_cuda)
     G_ema = make_ema(G)
     G_init = cpu_state_dict(G)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g)
@@ -93,6 +96,8 @@ def fit(
         G_init, fixed_z = resume["G_init"], resume["fixed_z"]
         step, history = int(resume["step"]), list(resume["history"])
         torch.set_rng_state(resume["rng"]["torch"])
+        precision.scaler_d.load_state_dict(resume["scalers"]["d"])
+        precision.scaler_g.load_state_dict(resume["scalers"]["g"])
 
     G_train, D_train = dist.wrap(G, device), dist.wrap(D, device)
     work_dir = Path(work_dir)
@@ -108,6 +113,7 @@ def fit(
             "G_init": G_init,
             "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(),
+            "scalers": {"d": precision.scaler_d.state_dict(), "g": precision.scaler_g.state_dict()},
             "rng": {"torch": torch.get_rng_state()},
             "fixed_z": fixed_z,
             "history": history,
@@ -129,26 +135,28 @@ def fit(
                 shutil.rmtree(old, ignore_errors=True)
         return ckpt_dir, replicas
 
-    n_images, batch = len(dataset), train.batch_size
+    n_images, batch, n_critic = len(dataset), train.batch_size, cfg.n_critic
     interval: dict[str, list[float]] = defaultdict(list)
     bar = tqdm(total=train.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main()))
     while step < train.steps:
         torch.manual_seed(step_seed(train.seed, rank, world, step))
 
         # Update D.
-        for critic_step in range(train.n_critic):
-            indices = batch_indices(step * train.n_critic + critic_step, n_images, batch, train.seed, rank, world)
-            real = dataset.batch(indices).to(device)
+        for critic_step in range(n_critic):
+            indices = batch_indices(step * n_critic + critic_step, n_images, batch, train.seed, rank, world)
+            real = dataset.batch(indices).to(device, memory_format=memory_format)
             z = torch.randn(batch, cfg.model.z_dim, device=device)
-            d_stats = discriminator_step(G, D_train, opt_d, loss, real, z)
+            d_stats = discriminator_step(G, D_train, opt_d, loss, real, z, D_plain=D, precision=precision)
+            for key, value in d_stats.items():
+                interval[key].append(value)
 
         # Update G.
         z = torch.randn(batch, cfg.model.z_dim, device=device)
-        g_stats = generator_step(G_train, D, opt_g, loss, z)
+        g_stats = generator_step(G_train, D, opt_g, loss, z, precision=precision)
         update_ema(G_ema, G, train.ema_decay)
         step += 1
         bar.update(1)
-        for key, value in {**d_stats, **g_stats}.items():
+        for key, value in g_stats.items():
             interval[key].append(value)
 
         # Log.

@@ -5,12 +5,13 @@ discriminator's logits on real and generated samples (shape [N]). Nothing here c
 touches an optimizer or logs.
 
 A loss family is registered in ``LOSSES`` as a class built from a ``LossConfig`` with
-``d_loss(real, fake, generator=None)`` and ``g_loss(fake)``.
+``d_loss(real, fake, generator=None)``, ``g_loss(fake)`` and ``gp_weight`` (λ of the gradient
+penalty the training step adds; 0 for none).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +49,100 @@ def bce_g_loss(fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake).mean()
 
 
+def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss (Lim & Ye 2017; SAGAN): E[max(0, 1 − real)] + E[max(0, 1 + fake)]."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def wasserstein_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Critic loss of WGAN: E[D(fake)] − E[D(real)] (the penalty is added separately)."""
+    return fake.mean() - real.mean()
+
+
+def negated_mean_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    """Generator loss of hinge and Wasserstein GANs: −E[D(fake)]."""
+    return -fake.mean()
+
+
+def least_squares_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN discriminator (Mao et al. 2017, a=0, b=1): ½E[(real − 1)²] + ½E[fake²]."""
+    return 0.5 * (real - 1.0).pow(2).mean() + 0.5 * fake.pow(2).mean()
+
+
+def least_squares_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN generator (c=1): ½E[(fake − 1)²]."""
+    return 0.5 * (fake - 1.0).pow(2).mean()
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    weight: float,
+    scaler: Optional[torch.amp.GradScaler] = None,
+) -> torch.Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017): λ·E[(‖∇D(x̂)‖₂ − 1)²], x̂ uniform on lines real–fake.
+
+    Under mixed precision pass the step's ``scaler``: the input gradient is taken of the scaled output
+    (so it does not underflow) and unscaled before the norm, as the PyTorch AMP recipe prescribes.
+    The result stays in the graph (``create_graph``) so the critic is trained on it.
+    """
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    out = critic(mixed).sum()
+    if scaler is not None and scaler.is_enabled():
+        (grad,) = torch.autograd.grad(scaler.scale(out), mixed, create_graph=True)
+        grad = grad / scaler.get_scale()
+    else:
+        (grad,) = torch.autograd.grad(out, mixed, create_graph=True)
+    norms = grad.float().flatten(1).norm(dim=1)
+    return weight * (norms - 1.0).pow(2).mean()
+
+
+class _Loss:
+    gp_weight = 0.0
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+
+@LOSSES.register("hinge")
+class HingeLoss(_Loss):
+    def d_loss(self, real, fake, generator=None):
+        return hinge_d_loss(real, fake)
+
+    def g_loss(self, fake):
+        return negated_mean_g_loss(fake)
+
+
+@LOSSES.register("wgan-gp")
+class WassersteinGPLoss(_Loss):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.gp_weight = cfg.gp_weight
+
+    def d_loss(self, real, fake, generator=None):
+        return wasserstein_d_loss(real, fake)
+
+    def g_loss(self, fake):
+        return negated_mean_g_loss(fake)
+
+
+@LOSSES.register("lsgan")
+class LeastSquaresLoss(_Loss):
+    def d_loss(self, real, fake, generator=None):
+        return least_squares_d_loss(real, fake)
+
+    def g_loss(self, fake):
+        return least_squares_g_loss(fake)
+
+
 @LOSSES.register("bce")
-class BCELoss:
+class BCELoss(_Loss):
     """Non-saturating GAN loss with one-sided label smoothing and optional noisy labels."""
 
     def __init__(self, cfg) -> None:
+        super().__init__(cfg)
         self.smoothing = cfg.label_smoothing
         self.flip_prob = cfg.label_flip_prob
 

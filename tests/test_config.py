@@ -21,10 +21,10 @@ def test_unknown_key_names_the_key_and_the_allowed_keys():
     [
         ({"optim": {"lr_g": -1e-4}}, r"optim\.lr_g=-0\.0001 must be in \(0, 1\)"),
         ({"optim": {"betas_d": [0.5]}}, r"optim\.betas_d=\[0\.5\] must be a list of 2 values"),
-        ({"model": {"name": "stylegan9"}}, r"model\.name='stylegan9' is not valid; allowed values: dcgan, mlp"),
-        ({"loss": {"name": "bcee"}}, r"loss\.name='bcee' is not valid; allowed values: bce"),
+        ({"model": {"name": "stylegan9"}}, r"model\.name='stylegan9' is not valid; allowed values: dcgan, mlp, sagan"),
+        ({"loss": {"name": "bcee"}}, r"loss\.name='bcee' is not valid; allowed values: bce, hinge, lsgan, wgan-gp"),
         ({"data": {"channels": 2}}, r"data\.channels=2 is not valid; allowed values: 1, 3"),
-        ({"data": {"resolution": 48}}, r"data\.resolution=48 is not supported by model 'dcgan'; allowed values: 32, 64"),
+        ({"data": {"resolution": 48}}, r"data\.resolution=48 is not supported by model 'dcgan'; allowed values: 32, 64, 128"),
         ({"train": {"steps": "many"}}, r"train\.steps='many' must be an integer"),
         ({"loss": {"label_smoothing": 0.7}}, r"loss\.label_smoothing=0\.7 must be in \[0, 0\.5\)"),
     ],

@@ -39,16 +39,22 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """image → Conv ×½ LeakyReLU → (Conv ×½, BN, LeakyReLU)* → [.., 4, 4] → Conv 4×4 → logit."""
+    """image → Conv ×½ LeakyReLU → (Conv ×½, BN, LeakyReLU)* → [.., 4, 4] → Conv 4×4 → logit.
 
-    def __init__(self, image_shape: tuple[int, int, int], width: int = 64) -> None:
+    ``norm="none"`` drops BatchNorm (a WGAN-GP critic: the penalty is per sample, BN couples samples).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], width: int = 64, norm: str = "batch") -> None:
         super().__init__()
         channels, resolution, _ = image_shape
         levels = _levels(resolution)
         blocks: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]  # no BN on layer 1
         for level in range(levels - 1):
             c_in, c_out = width * 2**level, width * 2 ** (level + 1)
-            blocks += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+            if norm == "batch":
+                blocks += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+            else:
+                blocks += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
         blocks += [nn.Conv2d(width * 2 ** (levels - 1), 1, 4, 1, 0)]  # [N, 1, 1, 1]
         self.body = nn.Sequential(*blocks)
         init_dcgan_weights(self)
@@ -59,12 +65,12 @@ class DCGANDiscriminator(nn.Module):
 
 @MODELS.register("dcgan")
 class DCGAN:
-    resolutions = (32, 64)
+    resolutions = (32, 64, 128)
 
     @staticmethod
-    def generator(cfg, image_shape) -> nn.Module:
-        return DCGANGenerator(cfg.z_dim, image_shape, width=cfg.g_width)
+    def generator(cfg) -> nn.Module:
+        return DCGANGenerator(cfg.model.z_dim, cfg.image_shape, width=cfg.model.g_width)
 
     @staticmethod
-    def discriminator(cfg, image_shape) -> nn.Module:
-        return DCGANDiscriminator(image_shape, width=cfg.d_width)
+    def discriminator(cfg) -> nn.Module:
+        return DCGANDiscriminator(cfg.image_shape, width=cfg.model.d_width, norm=cfg.d_norm)

@@ -61,9 +61,9 @@ class MLP:
     resolutions = None  # any: the model works on flattened pixels
 
     @staticmethod
-    def generator(cfg, image_shape) -> nn.Module:
-        return MLPGenerator(cfg.z_dim, image_shape, hidden=2 * cfg.g_width)
+    def generator(cfg) -> nn.Module:
+        return MLPGenerator(cfg.model.z_dim, cfg.image_shape, hidden=2 * cfg.model.g_width)
 
     @staticmethod
-    def discriminator(cfg, image_shape) -> nn.Module:
-        return MLPDiscriminator(image_shape, hidden=4 * cfg.d_width, dropout=cfg.d_dropout)
+    def discriminator(cfg) -> nn.Module:
+        return MLPDiscriminator(cfg.image_shape, hidden=4 * cfg.model.d_width, dropout=cfg.model.d_dropout)
