@@ -12,7 +12,6 @@ loop knowing them:
 
 from __future__ import annotations
 
-import copy
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -96,8 +95,9 @@ def fit(
         G_init, fixed_z = resume["G_init"], resume["fixed_z"]
         step, history = int(resume["step"]), list(resume["history"])
         torch.set_rng_state(resume["rng"]["torch"])
-        precision.scaler_d.load_state_dict(resume["scalers"]["d"])
-        precision.scaler_g.load_state_dict(resume["scalers"]["g"])
+        for scaler, saved_scaler in ((precision.scaler_d, resume["scalers"]["d"]), (precision.scaler_g, resume["scalers"]["g"])):
+            if saved_scaler:  # empty when the saved run trained without AMP
+                scaler.load_state_dict(saved_scaler)
 
     G_train, D_train = dist.wrap(G, device), dist.wrap(D, device)
     work_dir = Path(work_dir)

@@ -13,7 +13,7 @@ import torch
 from gans import checkpoint
 from gans.metrics import EXTRACTOR, features_of_generator, fid, kid, load_reference, make_extractor
 from gans.plots import save_curves, save_grid
-from pipeline.params import Params, load_params, print_config, write_json
+from pipeline.params import Params, load_params, print_config, run_stage, write_json
 
 GRID_FILE = "samples.png"
 CURVES_FILE = "losses.png"
@@ -73,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate", main)

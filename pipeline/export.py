@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gans import checkpoint
 from gans.export import export_generator
-from pipeline.params import load_params, print_config
+from pipeline.params import load_params, print_config, run_stage
 
 
 def main() -> None:
@@ -25,4 +25,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("export", main)

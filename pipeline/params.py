@@ -110,3 +110,26 @@ def print_config(stage: str, config: Any) -> None:
     """Print a stage's resolved config (each stage also saves it next to its outputs)."""
     data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     print(f"[{stage}] config: {json.dumps(data, sort_keys=True, default=str)}", flush=True)
+
+
+def run_stage(name: str, main) -> None:
+    """Run a stage's ``main``; a user error (bad params, missing input) becomes one clear line and exit code 1."""
+    import sys
+
+    from gans.checkpoint import CheckpointError
+    from gans.data import DatasetError
+    from gans.export import ExportError
+    from gans.registry import RegistryError
+
+    user_errors: tuple[type[BaseException], ...] = (ConfigError, RegistryError, DatasetError, CheckpointError, ExportError)
+    try:
+        from gans.metrics import MetricsError
+
+        user_errors += (MetricsError,)
+    except ImportError:  # torch-fidelity missing: the import error itself is the message
+        pass
+    try:
+        main()
+    except user_errors as error:
+        print(f"[{name}] error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)

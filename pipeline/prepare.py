@@ -8,7 +8,7 @@ import torch
 
 from gans.data import content_hash, prepare_images, to_unit_range, write_prepared
 from gans.plots import save_grid
-from pipeline.params import load_params, print_config
+from pipeline.params import load_params, print_config, run_stage
 
 PREVIEW_FILE = "preview.png"
 
@@ -38,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("prepare", main)

@@ -6,7 +6,7 @@ import torch
 
 from gans.data import PreparedDataset
 from gans.metrics import EXTRACTOR, features_of_images, make_extractor, reference_statistics, save_reference
-from pipeline.params import load_params, print_config
+from pipeline.params import load_params, print_config, run_stage
 
 
 def main() -> None:
@@ -22,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("reference", main)

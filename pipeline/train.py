@@ -15,7 +15,7 @@ from typing import Optional
 
 import ray
 
-from pipeline.params import Params, load_params, print_config, write_json
+from pipeline.params import Params, load_params, print_config, run_stage, write_json
 from pipeline.ray_train import RUN_NAME, init_ray, latest_checkpoint_file, make_trainer
 
 
@@ -84,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train", main)
