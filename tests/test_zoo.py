@@ -168,3 +168,18 @@ def test_n_critic_updates_d_exactly_that_many_times_per_g_update(datasets, tmp_p
     assert (d_steps, g_steps) == ({15}, {3})
     _, D = build_models(cfg)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())  # a critic without BatchNorm
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mixed_precision_and_channels_last_train_on_cuda(datasets, tmp_path):
+    cfg = GANConfig.from_dict({
+        "data": {"resolution": 64, "channels": 3},
+        "model": {"name": "sagan", "z_dim": 16, "g_width": 8, "d_width": 8},
+        "loss": {"name": "wgan-gp"},
+        "train": {"steps": 4, "batch_size": 4, "log_every": 1, "snapshot_every": 4, "n_fixed": 2,
+                  "amp": True, "channels_last": True},
+    })
+    state = fit(cfg, datasets[64], work_dir=tmp_path, device="cuda")
+    assert all(math.isfinite(v) for row in state["history"] for v in row.values())
+    assert state["scalers"]["d"]["scale"] > 0 and state["scalers"]["g"]["scale"] > 0
