@@ -1,0 +1,59 @@
+"""Joining a running cluster: a real two-node Ray cluster on this machine, one DDP worker per node."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gans import checkpoint, dist
+from tests.test_ray_train import _params
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    port = _free_port()
+    # Every process of one cluster must agree on auth; this private test cluster uses none.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
+    env = {**os.environ}
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                       check=True, capture_output=True, env=env, timeout=120)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common],
+                       check=True, capture_output=True, env=env, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_train_joins_a_two_node_cluster_with_one_worker_per_node(tmp_path, tiny_dataset, two_node_cluster):
+    import ray
+
+    from pipeline.params import parse_params
+    from pipeline.train import run
+
+    params = _params(tmp_path, tiny_dataset, steps=4, resume=False)
+    raw = {**params.raw, "ray": {**params.raw["ray"], "address": two_node_cluster, "placement_strategy": "STRICT_SPREAD"}}
+    state = checkpoint.load(run(parse_params(raw)))
+    assert not ray.is_initialized()  # the stage disconnects when done
+
+    assert state["step"] == 4 and state["world_size"] == 2
+    import json
+
+    run_info = json.loads((tmp_path / "train" / "run.json").read_text())
+    assert run_info["workers"] == 2 and len(set(run_info["replica_fingerprints"])) == 1
+    assert run_info["replica_fingerprints"][0] == dist.fingerprint(state["G"])
