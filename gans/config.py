@@ -45,6 +45,10 @@ class DataConfig:
     """1 (grayscale) or 3 (RGB)."""
     limit: Optional[int] = None
     """Keep at most this many images (None: all)."""
+    min_face_prob: float = 0.9
+    """crop=mtcnn: keep the most confident face only if its probability reaches this."""
+    margin: float = 0.2
+    """crop=mtcnn: widen the face box by this fraction of its longer side before squaring it."""
 
     def __post_init__(self) -> None:
         from gans.crops import CROPS
@@ -55,6 +59,8 @@ class DataConfig:
         _require(8 <= self.resolution <= 1024, f"data.resolution={self.resolution} must be in [8, 1024].")
         _require(self.channels in (1, 3), f"data.channels={self.channels} is not valid; allowed values: 1, 3.")
         _require(self.limit is None or self.limit > 0, f"data.limit={self.limit} must be a positive integer or null.")
+        _require(0 <= self.min_face_prob <= 1, f"data.min_face_prob={self.min_face_prob} must be in [0, 1].")
+        _require(0 <= self.margin <= 2, f"data.margin={self.margin} must be in [0, 2].")
 
 
 @dataclass(frozen=True)

@@ -53,17 +53,27 @@ def to_square_uint8(pixels: np.ndarray, resolution: int, channels: int) -> np.nd
 
 
 def prepare_images(cfg, progress: bool = True) -> tuple[np.ndarray, dict[str, int]]:
-    """Read ``cfg.source``, crop, resize; return uint8 images [N, C, R, R] and counts per outcome."""
-    from gans.crops import CROPS
+    """Read ``cfg.source``, crop, resize; return uint8 images [N, C, R, R] and counts per outcome.
+
+    An image the crop rejects (e.g. "no face") is counted under its reason and skipped.
+    """
+    from gans.crops import CROPS, Rejected
     from gans.sources import SOURCES
 
     crop = CROPS.get(cfg.crop)
     kept: list[np.ndarray] = []
+    counts: dict[str, int] = {"kept": 0}
     for raw in tqdm(SOURCES.get(cfg.source)(cfg.limit), desc=f"prepare {cfg.source}", unit="img", disable=not progress):
-        kept.append(to_square_uint8(crop(raw.pixels), cfg.resolution, cfg.channels))
+        try:
+            square = crop(raw.pixels, cfg)
+        except Rejected as rejected:
+            counts[rejected.reason] = counts.get(rejected.reason, 0) + 1
+            continue
+        kept.append(to_square_uint8(square, cfg.resolution, cfg.channels))
+        counts["kept"] += 1
     if not kept:
-        raise DatasetError(f"Source {cfg.source!r} produced no images; nothing to train on.")
-    return np.stack(kept), {"kept": len(kept)}
+        raise DatasetError(f"Source {cfg.source!r} with crop {cfg.crop!r} kept no images ({counts}); nothing to train on.")
+    return np.stack(kept), counts
 
 
 def content_hash(images: np.ndarray) -> str:
