@@ -58,7 +58,7 @@ def main() -> None:
         "train": {"seed": args.seed, "steps": args.steps, "batch_size": 32, "ema_decay": 0.995,
                   "log_every": 100, "snapshot_every": args.steps, "n_fixed": 16},
     }
-    images, _ = prepare_images(GANConfig.from_dict(base).data, progress=False)
+    images, _, _ = prepare_images(GANConfig.from_dict(base).data, progress=False)
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     dataset = PreparedDataset(write_prepared(work / "data", images, {"count": len(images)}))
     extractor = make_extractor()

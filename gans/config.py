@@ -37,6 +37,8 @@ def _in_registry(registry, value: str, key: str) -> None:
 class DataConfig:
     source: str = "lfw-subset"
     """Where images come from: a name in ``gans.sources.SOURCES``."""
+    path: Optional[str] = None
+    """Folder or .zip file for the folder and zip sources."""
     crop: str = "none"
     """How a square crop is taken from each image: a name in ``gans.crops.CROPS``."""
     resolution: int = 32
@@ -49,6 +51,10 @@ class DataConfig:
     """crop=mtcnn: keep the most confident face only if its probability reaches this."""
     margin: float = 0.2
     """crop=mtcnn: widen the face box by this fraction of its longer side before squaring it."""
+    min_size: int = 0
+    """Smallest accepted crop side in pixels; smaller crops are skipped as "too small" (0: any, upscaling allowed)."""
+    max_pixels: int = 50_000_000
+    """Largest accepted image (width × height); larger files are refused as "too large" (decompression bombs)."""
 
     def __post_init__(self) -> None:
         from gans.crops import CROPS
@@ -61,6 +67,8 @@ class DataConfig:
         _require(self.limit is None or self.limit > 0, f"data.limit={self.limit} must be a positive integer or null.")
         _require(0 <= self.min_face_prob <= 1, f"data.min_face_prob={self.min_face_prob} must be in [0, 1].")
         _require(0 <= self.margin <= 2, f"data.margin={self.margin} must be in [0, 2].")
+        _require(self.min_size >= 0, f"data.min_size={self.min_size} must be a non-negative integer.")
+        require_positive(self, "data", "max_pixels")
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,12 @@ def to_square_uint8(pixels: np.ndarray, resolution: int, channels: int) -> np.nd
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def prepare_images(cfg, progress: bool = True) -> tuple[np.ndarray, dict[str, int]]:
-    """Read ``cfg.source``, crop, resize; return uint8 images [N, C, R, R] and counts per outcome.
+def prepare_images(cfg, progress: bool = True) -> tuple[np.ndarray, dict[str, int], list[dict[str, str]]]:
+    """Read ``cfg.source``, drop exact duplicates, crop, resize.
 
-    An image the crop rejects (e.g. "no face") is counted under its reason and skipped.
+    Returns uint8 images [N, C, R, R], counts per outcome ("kept" or the reason an image was skipped:
+    "unreadable", "corrupt", "too large", "duplicate", "too small", "no face", "low confidence") and
+    the skipped files as ``{"name", "reason"}``. Nothing is raised for a bad file.
     """
     from gans.crops import CROPS, Rejected
     from gans.sources import SOURCES
@@ -63,17 +65,29 @@ def prepare_images(cfg, progress: bool = True) -> tuple[np.ndarray, dict[str, in
     crop = CROPS.get(cfg.crop)
     kept: list[np.ndarray] = []
     counts: dict[str, int] = {"kept": 0}
-    for raw in tqdm(SOURCES.get(cfg.source)(cfg.limit), desc=f"prepare {cfg.source}", unit="img", disable=not progress):
+    rejected_files: list[dict[str, str]] = []
+    seen: set[str] = set()
+    images = SOURCES.get(cfg.source)(cfg)
+    for raw in tqdm(images, desc=f"prepare {cfg.source}", unit="img", disable=not progress):
         try:
+            if raw.reason is not None:
+                raise Rejected(raw.reason)
+            digest = hashlib.sha256(f"{raw.pixels.shape}{raw.pixels.dtype}".encode() + raw.pixels.tobytes()).hexdigest()
+            if digest in seen:
+                raise Rejected("duplicate")
+            seen.add(digest)
             square = crop(raw.pixels, cfg)
+            if min(square.shape[:2]) < cfg.min_size:
+                raise Rejected("too small")
         except Rejected as rejected:
             counts[rejected.reason] = counts.get(rejected.reason, 0) + 1
+            rejected_files.append({"name": raw.name, "reason": rejected.reason})
             continue
         kept.append(to_square_uint8(square, cfg.resolution, cfg.channels))
         counts["kept"] += 1
     if not kept:
         raise DatasetError(f"Source {cfg.source!r} with crop {cfg.crop!r} kept no images ({counts}); nothing to train on.")
-    return np.stack(kept), counts
+    return np.stack(kept), counts, rejected_files
 
 
 def content_hash(images: np.ndarray) -> str:

@@ -120,8 +120,11 @@ def run_stage(name: str, main) -> None:
     from gans.data import DatasetError
     from gans.export import ExportError
     from gans.registry import RegistryError
+    from gans.sources import SourceError
 
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, RegistryError, DatasetError, CheckpointError, ExportError)
+    user_errors: tuple[type[BaseException], ...] = (
+        ConfigError, RegistryError, DatasetError, CheckpointError, ExportError, SourceError,
+    )
     try:
         from gans.metrics import MetricsError
 

@@ -18,13 +18,14 @@ def main() -> None:
     cfg, out_dir = params.gan.data, params.paths.prepared
     print_config("prepare", cfg)
     started = time.perf_counter()
-    images, counts = prepare_images(cfg)
+    images, counts, rejected = prepare_images(cfg)
     manifest = {
         "source": cfg.source,
         "crop": cfg.crop,
         "params": params.raw.get("data", {}),
         "count": int(images.shape[0]),
         "counts": counts,
+        "rejected": rejected,
         "shape": list(images.shape[1:]),
         "stored_dtype": "uint8",
         "value_range": [-1.0, 1.0],

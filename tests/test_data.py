@@ -25,7 +25,7 @@ def test_unit_range_contract_round_trips():
 
 
 def test_lfw_subset_is_prepared_to_the_requested_shape():
-    images, counts = prepare_images(DataConfig(resolution=32, channels=3, limit=10), progress=False)
+    images, counts, _ = prepare_images(DataConfig(resolution=32, channels=3, limit=10), progress=False)
     assert images.shape == (10, 3, 32, 32) and images.dtype == np.uint8
     assert counts == {"kept": 10}
     assert np.array_equal(images[:, 0], images[:, 1])  # gray replicated into RGB

@@ -72,11 +72,11 @@ def test_prepare_counts_rejections_by_reason(monkeypatch):
     faces = _lfw_at_100px()[:4]
     blanks = [np.full((100, 100, 3), value, dtype=np.uint8) for value in (40, 200)]
 
-    def mixed(limit=None):
+    def mixed(cfg):
         for index, pixels in enumerate([faces[0], blanks[0], *faces[1:], blanks[1]]):
             yield RawImage(f"mixed/{index}", pixels)
 
     monkeypatch.setitem(SOURCES._entries, "test-mixed", mixed)
-    images, counts = prepare_images(DataConfig(source="test-mixed", crop="mtcnn", resolution=32), progress=False)
+    images, counts, _ = prepare_images(DataConfig(source="test-mixed", crop="mtcnn", resolution=32), progress=False)
     assert counts == {"kept": 4, "no face": 2}
     assert images.shape == (4, 1, 32, 32)

@@ -16,7 +16,7 @@ def extractor():
 
 @pytest.fixture(scope="module")
 def faces():
-    images, _ = prepare_images(DataConfig(resolution=32, channels=1, limit=40), progress=False)
+    images, _, _ = prepare_images(DataConfig(resolution=32, channels=1, limit=40), progress=False)
     return torch.from_numpy(images)
 
 

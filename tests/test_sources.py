@@ -1,0 +1,150 @@
+"""Sources: embedded sets, folders and zips, and a corpus of bad files — each gets a reason, none crashes."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gans.config import DataConfig
+from gans.data import prepare_images
+from gans.sources import SOURCES, SourceError, decode
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95, **kwargs)
+    return buffer.getvalue()
+
+
+def _photo(seed: int, size: int = 48) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def _top_white_bottom_black() -> Image.Image:
+    pixels = np.zeros((40, 40), dtype=np.uint8)
+    pixels[:20] = 255
+    return Image.fromarray(pixels)
+
+
+def _animated_gif() -> bytes:
+    red, blue = Image.new("RGB", (32, 32), (255, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 255))
+    buffer = io.BytesIO()
+    red.save(buffer, format="GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def _exif_rotated() -> bytes:
+    """An upright top-white image stored rotated 90° with EXIF orientation 6 ("rotate 90 CW to display")."""
+    stored = _top_white_bottom_black().transpose(Image.Transpose.ROTATE_90)  # what a camera writes
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _jpeg(stored.convert("RGB"), exif=exif.tobytes())
+
+
+CORPUS: dict[str, tuple[bytes, str]] = {}
+
+
+def _corpus() -> dict[str, tuple[bytes, str]]:
+    if CORPUS:
+        return CORPUS
+    good = _jpeg(_photo(0))
+    sixteen = Image.fromarray((np.arange(48 * 48).reshape(48, 48) * 28).astype(np.uint16))
+    CORPUS.update({
+        "a-good.jpg": (good, "kept"),  # sorts before its copy, so the copy is the duplicate
+        "dup/copy-of-good.jpg": (good, "duplicate"),
+        "zero-bytes.jpg": (b"", "unreadable"),
+        "text-named.jpg": (b"this is not an image\n" * 10, "unreadable"),
+        "truncated.jpg": (_jpeg(_photo(1))[:600], "corrupt"),
+        "alpha.png": (_png(Image.new("RGBA", (48, 48), (10, 200, 30, 128))), "kept"),
+        "palette.png": (_png(_photo(2).convert("P")), "kept"),
+        "sixteen-bit.png": (_png(sixteen), "kept"),
+        "cmyk.jpg": (_jpeg(_photo(3).convert("CMYK")), "kept"),
+        "gray.png": (_png(_photo(4).convert("L")), "kept"),
+        "rotated.jpg": (_exif_rotated(), "kept"),
+        "animated.gif": (_animated_gif(), "kept"),
+        "bomb.png": (_png(Image.new("1", (10_000, 6_000))), "too large"),
+        "tiny.png": (_png(_photo(5, size=8)), "too small"),
+        "notes.txt": (b"ignored: not an image suffix", None),
+    })
+    return CORPUS
+
+
+def _write_folder(root: Path) -> Path:
+    for name, (data, _) in _corpus().items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    # A non-UTF-8 file name (Latin-1 "café").
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.png"), "wb") as f:
+        f.write(_png(_photo(6)))
+    return root
+
+
+def _cfg(source: str, path: Path, **kwargs) -> DataConfig:
+    return DataConfig(source=source, path=str(path), resolution=16, channels=3, min_size=16, max_pixels=40_000_000, **kwargs)
+
+
+def test_every_bad_file_gets_its_reason_and_nothing_crashes(tmp_path):
+    images, counts, rejected = prepare_images(_cfg("folder", _write_folder(tmp_path / "photos")), progress=False)
+    expected = {name: outcome for name, (_, outcome) in _corpus().items() if outcome not in (None, "kept")}
+    assert {row["name"]: row["reason"] for row in rejected} == expected
+    kept = sum(outcome == "kept" for _, outcome in _corpus().values()) + 1  # + the non-UTF-8 name
+    assert counts == {"kept": kept, "duplicate": 1, "unreadable": 2, "corrupt": 1, "too large": 1, "too small": 1}
+    assert images.shape == (kept, 3, 16, 16)
+
+
+def test_decoding_is_upright_first_frame_and_flattened():
+    rotated = decode(_exif_rotated(), max_pixels=10**6)
+    assert rotated.shape[:2] == (40, 40)
+    gray = rotated if rotated.ndim == 2 else rotated.mean(axis=2)
+    assert gray[:15].mean() > 200 and gray[25:].mean() < 50  # top white, bottom black: upright
+    gif = decode(_animated_gif(), max_pixels=10**6)
+    assert tuple(gif[0, 0]) == (255, 0, 0)  # the first frame
+    alpha = decode(_png(Image.new("RGBA", (4, 4), (0, 0, 0, 0))), max_pixels=10**6)
+    assert alpha.shape == (4, 4, 3) and alpha.min() == 255  # transparent → white background
+    deep = decode(_png(Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))), max_pixels=10**6)
+    assert deep.dtype == np.uint8 and deep.max() == 255
+
+
+def test_zip_and_folder_of_the_same_images_give_identical_data(tmp_path):
+    folder = _write_folder(tmp_path / "photos")
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, (data, _) in _corpus().items():
+            zf.writestr(name, data)
+        zf.writestr("caf\u00e9.png", (folder / os.fsdecode(b"caf\xe9.png")).read_bytes())
+    from_folder, folder_counts, _ = prepare_images(_cfg("folder", folder), progress=False)
+    from_zip, zip_counts, _ = prepare_images(_cfg("zip", archive), progress=False)
+    assert folder_counts == zip_counts
+    assert np.array_equal(from_folder, from_zip)
+
+
+def test_missing_or_empty_paths_are_one_sentence_errors(tmp_path):
+    with pytest.raises(SourceError, match=r"data.path='.*nowhere' does not exist\."):
+        list(SOURCES.get("folder")(_cfg("folder", tmp_path / "nowhere")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"holds no image files"):
+        list(SOURCES.get("folder")(_cfg("folder", tmp_path / "empty")))
+    with pytest.raises(SourceError, match=r"needs data.path"):
+        list(SOURCES.get("zip")(DataConfig(source="zip")))
+
+
+@pytest.mark.parametrize("source, count, side", [("mnist-5k", 5000, 28), ("digits", 1797, 8), ("lfw-subset", 100, 25)])
+def test_embedded_sources_ship_inside_packages(source, count, side):
+    images = list(SOURCES.get(source)(DataConfig(source=source)))
+    assert len(images) == count and images[0].pixels.shape[:2] == (side, side)
+    assert all(image.reason is None for image in images[:10])
