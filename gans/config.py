@@ -53,6 +53,8 @@ class DataConfig:
     """crop=mtcnn: widen the face box by this fraction of its longer side before squaring it."""
     min_size: int = 0
     """Smallest accepted crop side in pixels; smaller crops are skipped as "too small" (0: any, upscaling allowed)."""
+    workers: int = 1
+    """Processes that decode and crop images (0: one per core); the output does not depend on it."""
     max_pixels: int = 50_000_000
     """Largest accepted image (width × height); larger files are refused as "too large" (decompression bombs)."""
 
@@ -69,6 +71,7 @@ class DataConfig:
         _require(0 <= self.margin <= 2, f"data.margin={self.margin} must be in [0, 2].")
         _require(self.min_size >= 0, f"data.min_size={self.min_size} must be a non-negative integer.")
         require_positive(self, "data", "max_pixels")
+        _require(self.workers >= 0, f"data.workers={self.workers} must be a non-negative integer.")
 
 
 @dataclass(frozen=True)

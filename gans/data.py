@@ -6,13 +6,16 @@ and ``manifest.json``. Readers see float images in [-1, 1]: x / 127.5 − 1.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -52,62 +55,154 @@ def to_square_uint8(pixels: np.ndarray, resolution: int, channels: int) -> np.nd
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def prepare_images(cfg, progress: bool = True) -> tuple[np.ndarray, dict[str, int], list[dict[str, str]]]:
-    """Read ``cfg.source``, drop exact duplicates, crop, resize.
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one source image: a prepared uint8 [C, R, R] image, or the reason it was skipped."""
+
+    name: str
+    image: Optional[np.ndarray]
+    reason: Optional[str]
+    digest: Optional[str]
+
+
+def process_image(raw, cfg) -> Outcome:
+    """Decode, crop and resize one image (runs in worker processes); duplicates are judged later, in order."""
+    from gans.crops import CROPS, Rejected
+
+    digest = None
+    try:
+        pixels = raw.load(cfg.max_pixels)
+        digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+        square = CROPS.get(cfg.crop)(pixels, cfg)
+        if min(square.shape[:2]) < cfg.min_size:
+            raise Rejected("too small")
+    except Rejected as rejected:
+        return Outcome(raw.name, None, rejected.reason, digest)
+    return Outcome(raw.name, to_square_uint8(square, cfg.resolution, cfg.channels), None, digest)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # one core per process: the pool provides the parallelism
+
+
+def iter_outcomes(cfg, workers: int = 1, progress: bool = True) -> Iterator[Outcome]:
+    """Outcomes of every source image in source order, ``workers`` processes in parallel.
+
+    Exact duplicates (same decoded pixels) keep their first occurrence, so the result does not depend on
+    ``workers``: parallel output is byte-identical to serial output.
+    """
+    from gans.sources import SOURCES
+
+    raws = SOURCES.get(cfg.source)(cfg)
+    seen: set[str] = set()
+    bar = tqdm(desc=f"prepare {cfg.source}", unit="img", disable=not progress)
+    pool = None
+    try:
+        if workers > 1:
+            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+            outcomes = pool.imap(functools.partial(process_image, cfg=cfg), raws, chunksize=8)
+        else:
+            outcomes = (process_image(raw, cfg) for raw in raws)
+        for outcome in outcomes:
+            bar.update(1)
+            if outcome.digest is not None and outcome.reason is None:
+                if outcome.digest in seen:
+                    outcome = Outcome(outcome.name, None, "duplicate", outcome.digest)
+                seen.add(outcome.digest)
+            yield outcome
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+
+
+def prepare_images(cfg, progress: bool = True, workers: int = 1) -> tuple[np.ndarray, dict[str, int], list[dict[str, str]]]:
+    """Prepare ``cfg``'s images in memory (small sets; the prepare stage streams to disk instead).
 
     Returns uint8 images [N, C, R, R], counts per outcome ("kept" or the reason an image was skipped:
     "unreadable", "corrupt", "too large", "duplicate", "too small", "no face", "low confidence") and
     the skipped files as ``{"name", "reason"}``. Nothing is raised for a bad file.
     """
-    from gans.crops import CROPS, Rejected
-    from gans.sources import SOURCES
-
-    crop = CROPS.get(cfg.crop)
     kept: list[np.ndarray] = []
     counts: dict[str, int] = {"kept": 0}
-    rejected_files: list[dict[str, str]] = []
-    seen: set[str] = set()
-    images = SOURCES.get(cfg.source)(cfg)
-    for raw in tqdm(images, desc=f"prepare {cfg.source}", unit="img", disable=not progress):
-        try:
-            if raw.reason is not None:
-                raise Rejected(raw.reason)
-            digest = hashlib.sha256(f"{raw.pixels.shape}{raw.pixels.dtype}".encode() + raw.pixels.tobytes()).hexdigest()
-            if digest in seen:
-                raise Rejected("duplicate")
-            seen.add(digest)
-            square = crop(raw.pixels, cfg)
-            if min(square.shape[:2]) < cfg.min_size:
-                raise Rejected("too small")
-        except Rejected as rejected:
-            counts[rejected.reason] = counts.get(rejected.reason, 0) + 1
-            rejected_files.append({"name": raw.name, "reason": rejected.reason})
-            continue
-        kept.append(to_square_uint8(square, cfg.resolution, cfg.channels))
-        counts["kept"] += 1
+    rejected: list[dict[str, str]] = []
+    for outcome in iter_outcomes(cfg, workers, progress):
+        if outcome.reason is None:
+            kept.append(outcome.image)
+            counts["kept"] += 1
+        else:
+            counts[outcome.reason] = counts.get(outcome.reason, 0) + 1
+            rejected.append({"name": outcome.name, "reason": outcome.reason})
     if not kept:
         raise DatasetError(f"Source {cfg.source!r} with crop {cfg.crop!r} kept no images ({counts}); nothing to train on.")
-    return np.stack(kept), counts, rejected_files
+    return np.stack(kept), counts, rejected
 
 
 def content_hash(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
+def _publish(tmp: Path, out_dir: Path) -> Path:
+    """Move a finished temp dir into place (replacing an older ``out_dir``)."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
 def write_prepared(out_dir: str | os.PathLike, images: np.ndarray, manifest: dict[str, Any]) -> Path:
-    """Write images and manifest into ``out_dir`` atomically (a sibling temp dir renamed into place)."""
+    """Write in-memory images and a manifest into ``out_dir`` atomically (a sibling temp dir renamed into place)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         np.save(tmp / IMAGES_FILE, images)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        return _publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+
+def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome], manifest: dict[str, Any]) -> dict[str, Any]:
+    """Stream outcomes to ``out_dir`` without holding the images in memory; return the completed manifest.
+
+    Kept images are appended to a raw file, then copied in chunks into a memory-mapped ``images.npy``;
+    everything happens in a temp dir renamed into place at the end, so a failure leaves nothing behind.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        counts: dict[str, int] = {"kept": 0}
+        rejected: list[dict[str, str]] = []
+        digest, shape = hashlib.sha256(), None
+        with open(tmp / "images.raw", "wb") as raw:
+            for outcome in outcomes:
+                if outcome.reason is not None:
+                    counts[outcome.reason] = counts.get(outcome.reason, 0) + 1
+                    rejected.append({"name": outcome.name, "reason": outcome.reason})
+                    continue
+                shape = outcome.image.shape
+                data = np.ascontiguousarray(outcome.image).tobytes()
+                raw.write(data)
+                digest.update(data)
+                counts["kept"] += 1
+        if counts["kept"] == 0:
+            raise DatasetError(f"No image was kept ({counts}); nothing to train on.")
+        stored = np.memmap(tmp / "images.raw", dtype=np.uint8, mode="r", shape=(counts["kept"], *shape))
+        images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=stored.shape)
+        for start in range(0, len(stored), 4096):
+            images[start : start + 4096] = stored[start : start + 4096]
+        images.flush()
+        del images, stored
+        (tmp / "images.raw").unlink()
+        manifest = {**manifest, "count": counts["kept"], "counts": counts, "shape": list(shape),
+                    "content_sha256": digest.hexdigest(), "rejected": rejected}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish(tmp, out_dir)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class PreparedDataset:

@@ -1,8 +1,9 @@
 """Image sources, registered by name (``data.source``).
 
 A source is a function ``(cfg: DataConfig) -> Iterator[RawImage]`` yielding images in a deterministic
-order. Pixels are H×W (grayscale) or H×W×3 arrays, uint8 or floats in [0, 1]. A file that cannot be
-used is yielded with ``pixels=None`` and a ``reason`` (counted in the manifest), never raised.
+order: decoded pixels (H×W or H×W×3, uint8 or floats in [0, 1]) or still-encoded file bytes, which
+``RawImage.load`` decodes (in a worker process when preparation runs in parallel). A file that cannot be
+read is yielded with a ``reason`` (counted in the manifest), never raised.
 """
 
 from __future__ import annotations
@@ -28,8 +29,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 @dataclass(frozen=True)
 class RawImage:
     name: str
-    pixels: Optional[np.ndarray]
+    pixels: Optional[np.ndarray] = None
     reason: Optional[str] = None
+    data: Optional[bytes] = None
+    """Encoded file bytes, decoded by ``load``."""
+
+    def load(self, max_pixels: int) -> np.ndarray:
+        """The pixels; ``Rejected`` with the reason when the file is unusable."""
+        if self.reason is not None:
+            raise Rejected(self.reason)
+        if self.data is not None:
+            return decode(self.data, max_pixels)
+        return self.pixels
 
 
 class SourceError(RuntimeError):
@@ -81,11 +92,8 @@ def _printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _decoded(name: str, data: bytes, cfg) -> RawImage:
-    try:
-        return RawImage(_printable(name), decode(data, cfg.max_pixels))
-    except Rejected as rejected:
-        return RawImage(_printable(name), None, rejected.reason)
+def _encoded(name: str, data: bytes) -> RawImage:
+    return RawImage(_printable(name), data=data)
 
 
 def _require_path(cfg) -> Path:
@@ -143,9 +151,9 @@ def folder(cfg) -> Iterator[RawImage]:
         try:
             data = Path(path).read_bytes()
         except OSError:
-            yield RawImage(_printable(os.path.relpath(path, root)), None, "unreadable")
+            yield RawImage(_printable(os.path.relpath(path, root)), reason="unreadable")
             continue
-        yield _decoded(os.path.relpath(path, root), data, cfg)
+        yield _encoded(os.path.relpath(path, root), data)
 
 
 @SOURCES.register("zip")
@@ -167,6 +175,6 @@ def zip_archive(cfg) -> Iterator[RawImage]:
             try:
                 data = archive.read(name)
             except (zipfile.BadZipFile, OSError, EOFError):
-                yield RawImage(_printable(name), None, "corrupt")
+                yield RawImage(_printable(name), reason="corrupt")
                 continue
-            yield _decoded(name, data, cfg)
+            yield _encoded(name, data)

@@ -148,3 +148,28 @@ def test_embedded_sources_ship_inside_packages(source, count, side):
     images = list(SOURCES.get(source)(DataConfig(source=source)))
     assert len(images) == count and images[0].pixels.shape[:2] == (side, side)
     assert all(image.reason is None for image in images[:10])
+
+
+def test_parallel_streamed_output_is_byte_identical_to_serial(tmp_path):
+    from gans.data import IMAGES_FILE, content_hash, iter_outcomes, write_prepared_stream
+
+    cfg = _cfg("folder", _write_folder(tmp_path / "photos"))
+    in_memory, counts, _ = prepare_images(cfg, progress=False)
+    serial = write_prepared_stream(tmp_path / "serial", iter_outcomes(cfg, workers=1, progress=False), {})
+    parallel = write_prepared_stream(tmp_path / "parallel", iter_outcomes(cfg, workers=2, progress=False), {})
+    assert serial == parallel
+    assert serial["counts"] == counts and serial["content_sha256"] == content_hash(in_memory)
+    assert (tmp_path / "serial" / IMAGES_FILE).read_bytes() == (tmp_path / "parallel" / IMAGES_FILE).read_bytes()
+    assert np.array_equal(np.load(tmp_path / "serial" / IMAGES_FILE), in_memory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parallel", "photos", "serial"]  # no temp dirs left
+
+
+def test_a_stream_that_keeps_nothing_leaves_nothing_behind(tmp_path):
+    from gans.data import DatasetError, iter_outcomes, write_prepared_stream
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"No image was kept \(\{'kept': 0, 'unreadable': 1\}\)"):
+        write_prepared_stream(tmp_path / "out", iter_outcomes(_cfg("folder", folder), progress=False), {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
