@@ -38,7 +38,9 @@ class DataConfig:
     source: str = "lfw-subset"
     """Where images come from: a name in ``gans.sources.SOURCES``."""
     path: Optional[str] = None
-    """Folder or .zip file for the folder and zip sources."""
+    """Folder or .zip file for the folder and zip sources; root folder of the torchvision sources."""
+    download: bool = False
+    """torchvision sources (celeba, mnist, cifar10, svhn): download when missing (needs internet)."""
     crop: str = "none"
     """How a square crop is taken from each image: a name in ``gans.crops.CROPS``."""
     resolution: int = 32

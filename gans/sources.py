@@ -178,3 +178,40 @@ def zip_archive(cfg) -> Iterator[RawImage]:
                 yield RawImage(_printable(name), reason="corrupt")
                 continue
             yield _encoded(name, data)
+
+
+_TORCHVISION = {
+    # name: (class name, constructor arguments besides root and download, what to put where)
+    "celeba": ("CelebA", {"split": "all", "target_type": "identity"}, "celeba/img_align_celeba.zip and its list_*.txt files"),
+    "mnist": ("MNIST", {"train": True}, "MNIST/raw/*-ubyte.gz"),
+    "cifar10": ("CIFAR10", {"train": True}, "cifar-10-python.tar.gz"),
+    "svhn": ("SVHN", {"split": "train"}, "train_32x32.mat"),
+}
+
+
+def _torchvision_source(name: str):
+    class_name, kwargs, files = _TORCHVISION[name]
+
+    def source(cfg) -> Iterator[RawImage]:
+        import torchvision.datasets
+
+        root = Path(cfg.path or f"data/raw/{name}")
+        try:
+            dataset = getattr(torchvision.datasets, class_name)(str(root), download=cfg.download, **kwargs)
+        except (RuntimeError, OSError) as error:
+            if cfg.download:
+                raise SourceError(f"Could not download {name} into {root} ({error}).") from None
+            raise SourceError(
+                f"{name} is not in {root}: put {files} there, or set data.download: true to fetch it (needs internet)."
+            ) from None
+        count = len(dataset) if cfg.limit is None else min(cfg.limit, len(dataset))
+        for index in range(count):
+            image, _ = dataset[index]
+            yield RawImage(f"{name}/{index:06d}", np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
+
+    source.__doc__ = f"torchvision's {class_name} under data.path (default data/raw/{name}); downloads only with data.download."
+    return source
+
+
+for _name in _TORCHVISION:
+    SOURCES.register(_name)(_torchvision_source(_name))

@@ -173,3 +173,15 @@ def test_a_stream_that_keeps_nothing_leaves_nothing_behind(tmp_path):
     with pytest.raises(DatasetError, match=r"No image was kept \(\{'kept': 0, 'unreadable': 1\}\)"):
         write_prepared_stream(tmp_path / "out", iter_outcomes(_cfg("folder", folder), progress=False), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+@pytest.mark.parametrize("source, what", [("celeba", "img_align_celeba.zip"), ("mnist", "ubyte"),
+                                          ("cifar10", "cifar-10-python"), ("svhn", "train_32x32.mat")])
+def test_torchvision_sets_offline_say_what_to_download_and_where(tmp_path, source, what):
+    cfg = DataConfig(source=source, path=str(tmp_path / source))
+    with pytest.raises(SourceError) as info:
+        next(iter(SOURCES.get(source)(cfg)))
+    message = str(info.value)
+    assert f"{source} is not in {tmp_path / source}" in message and what in message
+    assert "data.download: true" in message
+    assert not any((tmp_path / source).rglob("*.*"))  # nothing was fetched
