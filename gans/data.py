@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
+REJECTED_GRID_FILE = "rejected.png"
+REJECTED_EXAMPLES = 8  # per reason, in the rejected-examples grid
 
 
 class DatasetError(RuntimeError):
@@ -63,13 +65,15 @@ class Outcome:
     image: Optional[np.ndarray]
     reason: Optional[str]
     digest: Optional[str]
+    preview: Optional[np.ndarray] = None
+    """A skipped image that could be decoded, centre-cropped and resized (for the rejected-examples grid)."""
 
 
 def process_image(raw, cfg) -> Outcome:
     """Decode, crop and resize one image (runs in worker processes); duplicates are judged later, in order."""
     from gans.crops import CROPS, Rejected
 
-    digest = None
+    digest, pixels = None, None
     try:
         pixels = raw.load(cfg.max_pixels)
         digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
@@ -77,7 +81,8 @@ def process_image(raw, cfg) -> Outcome:
         if min(square.shape[:2]) < cfg.min_size:
             raise Rejected("too small")
     except Rejected as rejected:
-        return Outcome(raw.name, None, rejected.reason, digest)
+        preview = None if pixels is None else to_square_uint8(CROPS.get("center")(pixels), cfg.resolution, cfg.channels)
+        return Outcome(raw.name, None, rejected.reason, digest, preview)
     return Outcome(raw.name, to_square_uint8(square, cfg.resolution, cfg.channels), None, digest)
 
 
@@ -107,7 +112,7 @@ def iter_outcomes(cfg, workers: int = 1, progress: bool = True) -> Iterator[Outc
             bar.update(1)
             if outcome.digest is not None and outcome.reason is None:
                 if outcome.digest in seen:
-                    outcome = Outcome(outcome.name, None, "duplicate", outcome.digest)
+                    outcome = Outcome(outcome.name, None, "duplicate", outcome.digest, outcome.image)
                 seen.add(outcome.digest)
             yield outcome
     finally:
@@ -175,12 +180,15 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
     try:
         counts: dict[str, int] = {"kept": 0}
         rejected: list[dict[str, str]] = []
+        examples: dict[str, list[np.ndarray]] = {}
         digest, shape = hashlib.sha256(), None
         with open(tmp / "images.raw", "wb") as raw:
             for outcome in outcomes:
                 if outcome.reason is not None:
                     counts[outcome.reason] = counts.get(outcome.reason, 0) + 1
                     rejected.append({"name": outcome.name, "reason": outcome.reason})
+                    if outcome.preview is not None and len(examples.setdefault(outcome.reason, [])) < REJECTED_EXAMPLES:
+                        examples[outcome.reason].append(outcome.preview)
                     continue
                 shape = outcome.image.shape
                 data = np.ascontiguousarray(outcome.image).tobytes()
@@ -199,6 +207,10 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
         manifest = {**manifest, "count": counts["kept"], "counts": counts, "shape": list(shape),
                     "content_sha256": digest.hexdigest(), "rejected": rejected}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if examples:
+            from gans.plots import save_labelled_rows
+
+            save_labelled_rows(examples, tmp / REJECTED_GRID_FILE)
         _publish(tmp, out_dir)
         return manifest
     finally:

@@ -59,3 +59,28 @@ def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
         return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
     finally:
         plt.close(fig)
+
+
+def save_labelled_rows(rows: dict[str, list], path: str | os.PathLike) -> Path:
+    """One labelled row of uint8 [C, H, W] images per key (e.g. rejected examples by reason)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 1.5, 1.3 * len(rows)), squeeze=False)
+    for row, (label, images) in zip(axes, rows.items()):
+        for column, ax in enumerate(row):
+            ax.set_xticks([]), ax.set_yticks([])
+            if column < len(images):
+                image = images[column].transpose(1, 2, 0)
+                ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.axis("off")
+        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    try:
+        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=80))
+    finally:
+        plt.close(fig)

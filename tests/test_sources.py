@@ -160,6 +160,11 @@ def test_parallel_streamed_output_is_byte_identical_to_serial(tmp_path):
     assert serial == parallel
     assert serial["counts"] == counts and serial["content_sha256"] == content_hash(in_memory)
     assert (tmp_path / "serial" / IMAGES_FILE).read_bytes() == (tmp_path / "parallel" / IMAGES_FILE).read_bytes()
+    # Rejected examples that could be decoded (the duplicate, the too-small one) are drawn, labelled by reason.
+    from PIL import Image as PILImage
+
+    grid = PILImage.open(tmp_path / "serial" / "rejected.png")
+    assert grid.size[1] > 80  # two labelled rows
     assert np.array_equal(np.load(tmp_path / "serial" / IMAGES_FILE), in_memory)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parallel", "photos", "serial"]  # no temp dirs left
 
