@@ -90,21 +90,24 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one core per process: the pool provides the parallelism
 
 
-def iter_outcomes(cfg, workers: int = 1, progress: bool = True) -> Iterator[Outcome]:
+def iter_outcomes(cfg, workers: int = 1, progress: bool = True, pool=None) -> Iterator[Outcome]:
     """Outcomes of every source image in source order, ``workers`` processes in parallel.
 
+    ``pool`` may be any object with ``multiprocessing.Pool``'s ordered ``imap`` (e.g. Ray's
+    ``ray.util.multiprocessing.Pool``, which spreads the work over a cluster); the caller owns it.
     Exact duplicates (same decoded pixels) keep their first occurrence, so the result does not depend on
-    ``workers``: parallel output is byte-identical to serial output.
+    the parallelism: parallel output is byte-identical to serial output.
     """
     from gans.sources import SOURCES
 
     raws = SOURCES.get(cfg.source)(cfg)
     seen: set[str] = set()
     bar = tqdm(desc=f"prepare {cfg.source}", unit="img", disable=not progress)
-    pool = None
+    own_pool = None
     try:
-        if workers > 1:
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        if pool is None and workers > 1:
+            pool = own_pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        if pool is not None:
             outcomes = pool.imap(functools.partial(process_image, cfg=cfg), raws, chunksize=8)
         else:
             outcomes = (process_image(raw, cfg) for raw in raws)
@@ -117,8 +120,8 @@ def iter_outcomes(cfg, workers: int = 1, progress: bool = True) -> Iterator[Outc
             yield outcome
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
+        if own_pool is not None:
+            own_pool.terminate()
 
 
 def prepare_images(cfg, progress: bool = True, workers: int = 1) -> tuple[np.ndarray, dict[str, int], list[dict[str, str]]]:

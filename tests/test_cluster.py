@@ -57,3 +57,18 @@ def test_train_joins_a_two_node_cluster_with_one_worker_per_node(tmp_path, tiny_
     run_info = json.loads((tmp_path / "train" / "run.json").read_text())
     assert run_info["workers"] == 2 and len(set(run_info["replica_fingerprints"])) == 1
     assert run_info["replica_fingerprints"][0] == dist.fingerprint(state["G"])
+
+
+def test_prepare_on_the_cluster_matches_serial(tmp_path, two_node_cluster):
+    """Images processed by Ray's Pool across two nodes give the same bytes as a serial run."""
+    from gans.data import IMAGES_FILE, iter_outcomes, write_prepared_stream
+    from pipeline.prepare import cluster_pool
+    from tests.test_sources import _cfg, _write_folder
+
+    cfg = _cfg("folder", _write_folder(tmp_path / "photos"))
+    serial = write_prepared_stream(tmp_path / "serial", iter_outcomes(cfg, progress=False), {})
+    with cluster_pool(two_node_cluster) as pool:
+        assert pool is not None
+        clustered = write_prepared_stream(tmp_path / "cluster", iter_outcomes(cfg, progress=False, pool=pool), {})
+    assert clustered == serial
+    assert (tmp_path / "cluster" / IMAGES_FILE).read_bytes() == (tmp_path / "serial" / IMAGES_FILE).read_bytes()
