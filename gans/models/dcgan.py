@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from gans.models import MODELS
-from gans.models.layers import init_dcgan_weights
-
-
-def _levels(resolution: int) -> int:
-    """Number of ×2 stages between a 4×4 map and ``resolution``."""
-    return int(math.log2(resolution // 4))
+from gans.models.layers import doubling_levels, init_dcgan_weights
 
 
 class DCGANGenerator(nn.Module):
@@ -22,7 +15,7 @@ class DCGANGenerator(nn.Module):
     def __init__(self, z_dim: int, image_shape: tuple[int, int, int], width: int = 64) -> None:
         super().__init__()
         channels, resolution, _ = image_shape
-        levels = _levels(resolution)
+        levels = doubling_levels(resolution)
         self.z_dim = z_dim
         top = width * 2 ** (levels - 1)
         self.project = nn.Sequential(nn.Linear(z_dim, top * 16, bias=False), nn.Unflatten(1, (top, 4, 4)))
@@ -47,7 +40,7 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], width: int = 64, norm: str = "batch") -> None:
         super().__init__()
         channels, resolution, _ = image_shape
-        levels = _levels(resolution)
+        levels = doubling_levels(resolution)
         blocks: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]  # no BN on layer 1
         for level in range(levels - 1):
             c_in, c_out = width * 2**level, width * 2 ** (level + 1)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+
+def doubling_levels(resolution: int) -> int:
+    """Number of ×2 stages between a 4×4 feature map and ``resolution``."""
+    return int(math.log2(resolution // 4))
 
 
 def init_dcgan_weights(module: nn.Module) -> None:

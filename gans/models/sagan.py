@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from gans.models import MODELS
-from gans.models.layers import SelfAttention, apply_spectral_norm, init_dcgan_weights
+from gans.models.layers import SelfAttention, apply_spectral_norm, doubling_levels, init_dcgan_weights
 
 
 class SAGANGenerator(nn.Module):
@@ -17,7 +15,7 @@ class SAGANGenerator(nn.Module):
     def __init__(self, z_dim: int, image_shape: tuple[int, int, int], width: int, attention_res: int) -> None:
         super().__init__()
         channels, resolution, _ = image_shape
-        levels = int(math.log2(resolution // 4))
+        levels = doubling_levels(resolution)
         self.z_dim = z_dim
         top = width * 2 ** (levels - 1)
         layers: list[nn.Module] = [
@@ -48,7 +46,7 @@ class SAGANDiscriminator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], width: int, attention_res: int) -> None:
         super().__init__()
         channels, resolution, _ = image_shape
-        levels = int(math.log2(resolution // 4))
+        levels = doubling_levels(resolution)
         layers: list[nn.Module] = []
         c_in, side = channels, resolution
         for level in range(levels):
