@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -67,6 +67,26 @@ class Outcome:
     digest: Optional[str]
     preview: Optional[np.ndarray] = None
     """A skipped image that could be decoded, centre-cropped and resized (for the rejected-examples grid)."""
+
+
+@dataclass
+class Tally:
+    """Running record of outcomes: counts per outcome, the skipped files, a few examples per reason."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"kept": 0})
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    examples: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> bool:
+        """Record ``outcome``; True when its image is kept."""
+        if outcome.reason is None:
+            self.counts["kept"] += 1
+            return True
+        self.counts[outcome.reason] = self.counts.get(outcome.reason, 0) + 1
+        self.rejected.append({"name": outcome.name, "reason": outcome.reason})
+        if outcome.preview is not None and len(self.examples.setdefault(outcome.reason, [])) < REJECTED_EXAMPLES:
+            self.examples[outcome.reason].append(outcome.preview)
+        return False
 
 
 def process_image(raw, cfg) -> Outcome:
@@ -131,19 +151,11 @@ def prepare_images(cfg, progress: bool = True, workers: int = 1) -> tuple[np.nda
     "unreadable", "corrupt", "too large", "duplicate", "too small", "no face", "low confidence") and
     the skipped files as ``{"name", "reason"}``. Nothing is raised for a bad file.
     """
-    kept: list[np.ndarray] = []
-    counts: dict[str, int] = {"kept": 0}
-    rejected: list[dict[str, str]] = []
-    for outcome in iter_outcomes(cfg, workers, progress):
-        if outcome.reason is None:
-            kept.append(outcome.image)
-            counts["kept"] += 1
-        else:
-            counts[outcome.reason] = counts.get(outcome.reason, 0) + 1
-            rejected.append({"name": outcome.name, "reason": outcome.reason})
+    tally = Tally()
+    kept = [outcome.image for outcome in iter_outcomes(cfg, workers, progress) if tally.add(outcome)]
     if not kept:
-        raise DatasetError(f"Source {cfg.source!r} with crop {cfg.crop!r} kept no images ({counts}); nothing to train on.")
-    return np.stack(kept), counts, rejected
+        raise DatasetError(f"Source {cfg.source!r} with crop {cfg.crop!r} kept no images ({tally.counts}); nothing to train on.")
+    return np.stack(kept), tally.counts, tally.rejected
 
 
 def content_hash(images: np.ndarray) -> str:
@@ -181,23 +193,17 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        counts: dict[str, int] = {"kept": 0}
-        rejected: list[dict[str, str]] = []
-        examples: dict[str, list[np.ndarray]] = {}
+        tally = Tally()
+        counts = tally.counts
         digest, shape = hashlib.sha256(), None
         with open(tmp / "images.raw", "wb") as raw:
             for outcome in outcomes:
-                if outcome.reason is not None:
-                    counts[outcome.reason] = counts.get(outcome.reason, 0) + 1
-                    rejected.append({"name": outcome.name, "reason": outcome.reason})
-                    if outcome.preview is not None and len(examples.setdefault(outcome.reason, [])) < REJECTED_EXAMPLES:
-                        examples[outcome.reason].append(outcome.preview)
+                if not tally.add(outcome):
                     continue
                 shape = outcome.image.shape
                 data = np.ascontiguousarray(outcome.image).tobytes()
                 raw.write(data)
                 digest.update(data)
-                counts["kept"] += 1
         if counts["kept"] == 0:
             raise DatasetError(f"No image was kept ({counts}); nothing to train on.")
         stored = np.memmap(tmp / "images.raw", dtype=np.uint8, mode="r", shape=(counts["kept"], *shape))
@@ -208,12 +214,12 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
         del images, stored
         (tmp / "images.raw").unlink()
         manifest = {**manifest, "count": counts["kept"], "counts": counts, "shape": list(shape),
-                    "content_sha256": digest.hexdigest(), "rejected": rejected}
+                    "content_sha256": digest.hexdigest(), "rejected": tally.rejected}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if examples:
+        if tally.examples:
             from gans.plots import save_labelled_rows
 
-            save_labelled_rows(examples, tmp / REJECTED_GRID_FILE)
+            save_labelled_rows(tally.examples, tmp / REJECTED_GRID_FILE)
         _publish(tmp, out_dir)
         return manifest
     finally:
