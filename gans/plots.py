@@ -20,6 +20,16 @@ def _atomic_png(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, upscale: int = 2) -> Path:
     """Save images in [-1, 1] ([N, C, H, W]) as one grid PNG, nearest-upscaled so small images stay visible."""
     images = images.detach().float().cpu()
@@ -32,11 +42,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
 
 def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Plot training curves from loop history (one panel each: losses, D accuracy, gradient norms)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     panels = [
         ("loss", ("d_loss", "g_loss")),
         ("D accuracy", ("d_acc_real", "d_acc_fake")),
@@ -63,11 +69,7 @@ def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
 
 def save_labelled_rows(rows: dict[str, list], path: str | os.PathLike) -> Path:
     """One labelled row of uint8 [C, H, W] images per key (e.g. rejected examples by reason)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     columns = max(len(images) for images in rows.values())
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 1.5, 1.3 * len(rows)), squeeze=False)
     for row, (label, images) in zip(axes, rows.items()):
