@@ -29,6 +29,13 @@ def require_positive(config, section: str, *keys: str) -> None:
         _require(value > 0, f"{section}.{key}={value} must be positive.")
 
 
+def require_non_negative(config, section: str, *keys: str) -> None:
+    """Each named field of ``config`` must be ≥ 0."""
+    for key in keys:
+        value = getattr(config, key)
+        _require(value >= 0, f"{section}.{key}={value} must be non-negative.")
+
+
 def _in_registry(registry, value: str, key: str) -> None:
     _require(value in registry, f"{key}={value!r} is not valid; allowed values: {', '.join(registry.names())}.")
 
@@ -71,9 +78,8 @@ class DataConfig:
         _require(self.limit is None or self.limit > 0, f"data.limit={self.limit} must be a positive integer or null.")
         _require(0 <= self.min_face_prob <= 1, f"data.min_face_prob={self.min_face_prob} must be in [0, 1].")
         _require(0 <= self.margin <= 2, f"data.margin={self.margin} must be in [0, 2].")
-        _require(self.min_size >= 0, f"data.min_size={self.min_size} must be a non-negative integer.")
+        require_non_negative(self, "data", "min_size", "workers")
         require_positive(self, "data", "max_pixels")
-        _require(self.workers >= 0, f"data.workers={self.workers} must be a non-negative integer.")
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ class LossConfig:
         from gans.losses import LOSSES
 
         _in_registry(LOSSES, self.name, "loss.name")
-        _require(self.gp_weight >= 0, f"loss.gp_weight={self.gp_weight} must be non-negative.")
+        require_non_negative(self, "loss", "gp_weight")
         _require(0 <= self.label_smoothing < 0.5, f"loss.label_smoothing={self.label_smoothing} must be in [0, 0.5).")
         _require(0 <= self.label_flip_prob < 0.5, f"loss.label_flip_prob={self.label_flip_prob} must be in [0, 0.5).")
 
@@ -179,7 +185,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")
         _require(self.n_critic is None or self.n_critic > 0, f"train.n_critic={self.n_critic} must be positive or null.")
-        _require(self.seed >= 0, f"train.seed={self.seed} must be a non-negative integer.")
+        require_non_negative(self, "train", "seed")
         _require(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1).")
 
 
