@@ -64,6 +64,8 @@ class DataConfig:
     """Smallest accepted crop side in pixels; smaller crops are skipped as "too small" (0: any, upscaling allowed)."""
     workers: int = 1
     """Processes that decode and crop images (0: one per core); the output does not depend on it."""
+    chunk_size: int = 16
+    """Images per unit of work; crop=mtcnn detects faces in batches of same-size images within a chunk."""
     max_pixels: int = 50_000_000
     """Largest accepted image (width × height); larger files are refused as "too large" (decompression bombs)."""
 
@@ -79,7 +81,7 @@ class DataConfig:
         _require(0 <= self.min_face_prob <= 1, f"data.min_face_prob={self.min_face_prob} must be in [0, 1].")
         _require(0 <= self.margin <= 2, f"data.margin={self.margin} must be in [0, 2].")
         require_non_negative(self, "data", "min_size", "workers")
-        require_positive(self, "data", "max_pixels")
+        require_positive(self, "data", "max_pixels", "chunk_size")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
 """Crop modes, registered by name (``data.crop``): how a square is taken from each image.
 
-A crop is a function ``(pixels H×W×C uint8 or float, cfg: DataConfig) -> pixels`` returning a square array,
-or raising ``Rejected(reason)`` for an image it cannot use (the prepare stage counts reasons).
+A crop is a function ``(images: list of H×W[×C] arrays, cfg: DataConfig) -> list`` that returns, for each
+image in order, its square crop or a ``Rejected(reason)`` for an image it cannot use (the prepare stage
+counts reasons). Crops see a batch so that face detection runs batched; ``per_image`` lifts a one-image
+crop to this form.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Callable, Union
 
 import numpy as np
 
@@ -21,8 +26,26 @@ class Rejected(Exception):
         self.reason = reason
 
 
-@CROPS.register("center")
-def center(pixels: np.ndarray, cfg=None) -> np.ndarray:
+CropResult = Union[np.ndarray, Rejected]
+
+
+def per_image(crop_one: Callable[[np.ndarray], np.ndarray]) -> Callable[[list[np.ndarray], object], list[CropResult]]:
+    """A batch crop that applies ``crop_one`` to each image independently."""
+
+    @functools.wraps(crop_one)
+    def crop(images: list[np.ndarray], cfg=None) -> list[CropResult]:
+        results: list[CropResult] = []
+        for pixels in images:
+            try:
+                results.append(crop_one(pixels))
+            except Rejected as rejected:
+                results.append(rejected)
+        return results
+
+    return crop
+
+
+def center_square(pixels: np.ndarray) -> np.ndarray:
     """The largest centred square (for pre-aligned sets such as CelebA-aligned)."""
     height, width = pixels.shape[:2]
     side = min(height, width)
@@ -30,15 +53,21 @@ def center(pixels: np.ndarray, cfg=None) -> np.ndarray:
     return pixels[top : top + side, left : left + side]
 
 
-@CROPS.register("none")
-def none(pixels: np.ndarray, cfg=None) -> np.ndarray:
+def whole(pixels: np.ndarray) -> np.ndarray:
     """The whole image; a non-square image is squeezed to a square by the resize."""
     return pixels
 
 
-@CROPS.register("mtcnn")
-def mtcnn(pixels: np.ndarray, cfg) -> np.ndarray:
-    """The most confident face found by MTCNN, widened by ``data.margin`` and made square (gans.faces)."""
-    from gans.faces import crop_face
+CROPS.register("center")(per_image(center_square))
+CROPS.register("none")(per_image(whole))
 
-    return crop_face(pixels, min_prob=cfg.min_face_prob, margin=cfg.margin)
+
+@CROPS.register("mtcnn")
+def mtcnn(images: list[np.ndarray], cfg) -> list[CropResult]:
+    """The most confident face found by MTCNN, widened by ``data.margin`` and made square (gans.faces).
+
+    Detection runs batched (images of one size together) on the GPU when there is one.
+    """
+    from gans.faces import crop_faces
+
+    return crop_faces(images, min_prob=cfg.min_face_prob, margin=cfg.margin)

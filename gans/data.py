@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from gans.crops import CROPS, Rejected, center_square
 
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
@@ -89,21 +92,46 @@ class Tally:
         return False
 
 
-def process_image(raw, cfg) -> Outcome:
-    """Decode, crop and resize one image (runs in worker processes); duplicates are judged later, in order."""
-    from gans.crops import CROPS, Rejected
+def _digest(pixels: np.ndarray) -> str:
+    """Content hash of decoded pixels (shape and dtype included): equal digests are exact duplicates."""
+    return hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
-    digest, pixels = None, None
-    try:
-        pixels = raw.load(cfg.max_pixels)
-        digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
-        square = CROPS.get(cfg.crop)(pixels, cfg)
-        if min(square.shape[:2]) < cfg.min_size:
-            raise Rejected("too small")
-    except Rejected as rejected:
-        preview = None if pixels is None else to_square_uint8(CROPS.get("center")(pixels), cfg.resolution, cfg.channels)
-        return Outcome(raw.name, None, rejected.reason, digest, preview)
-    return Outcome(raw.name, to_square_uint8(square, cfg.resolution, cfg.channels), None, digest)
+
+def process_chunk(raws: list, cfg) -> list[Outcome]:
+    """Decode, crop and resize a chunk of images (runs in worker processes), one ``Outcome`` each, in order.
+
+    The crop sees the decoded chunk at once, so MTCNN detects faces in batches. Duplicates are judged
+    later, in source order.
+    """
+    decoded: list[tuple[object, Optional[np.ndarray], Optional[str], Optional[str]]] = []
+    for raw in raws:
+        try:
+            pixels = raw.load(cfg.max_pixels)
+            decoded.append((raw, pixels, _digest(pixels), None))
+        except Rejected as rejected:
+            decoded.append((raw, None, None, rejected.reason))
+    usable = [pixels for _, pixels, _, reason in decoded if reason is None]
+    crops = iter(CROPS.get(cfg.crop)(usable, cfg))
+    outcomes = []
+    for raw, pixels, digest, reason in decoded:
+        if reason is None:
+            square = next(crops)
+            if isinstance(square, Rejected):
+                reason = square.reason
+            elif min(square.shape[:2]) < cfg.min_size:
+                reason = "too small"
+            else:
+                outcomes.append(Outcome(raw.name, to_square_uint8(square, cfg.resolution, cfg.channels), None, digest))
+                continue
+        preview = None if pixels is None else to_square_uint8(center_square(pixels), cfg.resolution, cfg.channels)
+        outcomes.append(Outcome(raw.name, None, reason, digest, preview))
+    return outcomes
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _init_worker() -> None:
@@ -112,6 +140,8 @@ def _init_worker() -> None:
 
 def iter_outcomes(cfg, workers: int = 1, progress: bool = True, pool=None) -> Iterator[Outcome]:
     """Outcomes of every source image in source order, ``workers`` processes in parallel.
+
+    Images travel in chunks of ``data.chunk_size`` (the unit of work and of batched face detection).
 
     ``pool`` may be any object with ``multiprocessing.Pool``'s ordered ``imap`` (e.g. Ray's
     ``ray.util.multiprocessing.Pool``, which spreads the work over a cluster); the caller owns it.
@@ -127,11 +157,10 @@ def iter_outcomes(cfg, workers: int = 1, progress: bool = True, pool=None) -> It
     try:
         if pool is None and workers > 1:
             pool = own_pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
-        if pool is not None:
-            outcomes = pool.imap(functools.partial(process_image, cfg=cfg), raws, chunksize=8)
-        else:
-            outcomes = (process_image(raw, cfg) for raw in raws)
-        for outcome in outcomes:
+        chunks = _chunks(raws, cfg.chunk_size)
+        work = functools.partial(process_chunk, cfg=cfg)
+        processed = pool.imap(work, chunks) if pool is not None else map(work, chunks)
+        for outcome in itertools.chain.from_iterable(processed):
             bar.update(1)
             if outcome.digest is not None and outcome.reason is None:
                 if outcome.digest in seen:

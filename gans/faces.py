@@ -16,11 +16,15 @@ import torch
 from gans.crops import Rejected
 
 
+MIN_FACE_SIZE = 20
+"""Smallest face MTCNN looks for, in pixels (facenet-pytorch's default); smaller images cannot hold one."""
+
+
 @functools.lru_cache(maxsize=2)
 def _detector(device: str):
     from facenet_pytorch import MTCNN
 
-    return MTCNN(keep_all=True, device=device)
+    return MTCNN(min_face_size=MIN_FACE_SIZE, keep_all=True, device=device)
 
 
 def default_device() -> str:
@@ -38,13 +42,17 @@ def as_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def detect(images: list[np.ndarray], device: Optional[str] = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(boxes [K, 4] as x1, y1, x2, y2; probabilities [K]) per image; images of one size are batched."""
+    """(boxes [K, 4] as x1, y1, x2, y2; probabilities [K]) per image; images of one size are batched.
+
+    Images smaller than ``MIN_FACE_SIZE`` get no detections (MTCNN's image pyramid would be empty).
+    """
     detector = _detector(device or default_device())
     rgb = [as_rgb_uint8(image) for image in images]
     results: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros((0, 4)), np.zeros(0))] * len(rgb)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(rgb):
-        by_shape.setdefault(image.shape, []).append(index)
+        if min(image.shape[:2]) >= MIN_FACE_SIZE:
+            by_shape.setdefault(image.shape, []).append(index)
     for indices in by_shape.values():
         batch = np.stack([rgb[i] for i in indices])
         boxes, probs = detector.detect(batch)
@@ -73,9 +81,8 @@ def crop_square(pixels: np.ndarray, top: int, left: int, side: int) -> np.ndarra
     return padded[top : top + side, left : left + side]
 
 
-def best_face(pixels: np.ndarray, min_prob: float, device: Optional[str] = None) -> tuple[np.ndarray, float]:
-    """The most confident face box and its probability; ``Rejected`` if none reaches ``min_prob``."""
-    boxes, probs = detect([pixels], device)[0]
+def _most_confident(boxes: np.ndarray, probs: np.ndarray, min_prob: float) -> tuple[np.ndarray, float]:
+    """The most confident of one image's detections; ``Rejected`` if none reaches ``min_prob``."""
     if len(probs) == 0:
         raise Rejected("no face")
     best = int(np.argmax(probs))
@@ -84,7 +91,27 @@ def best_face(pixels: np.ndarray, min_prob: float, device: Optional[str] = None)
     return boxes[best], float(probs[best])
 
 
-def crop_face(pixels: np.ndarray, min_prob: float = 0.9, margin: float = 0.2, device: Optional[str] = None) -> np.ndarray:
-    """A square crop around the most confident face, widened by ``margin``."""
-    box, _ = best_face(pixels, min_prob, device)
-    return crop_square(pixels, *square_box(box, margin))
+def best_face(pixels: np.ndarray, min_prob: float, device: Optional[str] = None) -> tuple[np.ndarray, float]:
+    """The most confident face box and its probability; ``Rejected`` if none reaches ``min_prob``."""
+    return _most_confident(*detect([pixels], device)[0], min_prob)
+
+
+def crop_faces(images: list[np.ndarray], min_prob: float = 0.9, margin: float = 0.2,
+               device: Optional[str] = None) -> list[np.ndarray | Rejected]:
+    """Per image, a square crop around its most confident face widened by ``margin``, or ``Rejected``.
+
+    Detection runs as one batched call per image size. Images under ``MIN_FACE_SIZE`` are "too small".
+    """
+    crops: list[np.ndarray | Rejected] = []
+    for pixels, detections in zip(images, detect(images, device)):
+        if min(pixels.shape[:2]) < MIN_FACE_SIZE:
+            crops.append(Rejected("too small"))
+            continue
+        try:
+            box, _ = _most_confident(*detections, min_prob)
+        except Rejected as rejected:
+            crops.append(rejected)
+            continue
+        crops.append(crop_square(pixels, *square_box(box, margin)))
+    return crops
+

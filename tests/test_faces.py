@@ -33,7 +33,7 @@ def test_the_crop_is_centred_on_the_face(load, face_region):
     cx, cy = left + side / 2, top + side / 2
     x1, y1, x2, y2 = face_region
     assert x1 <= cx <= x2 and y1 <= cy <= y2
-    crop = CROPS.get("mtcnn")(pixels, DataConfig(crop="mtcnn"))
+    crop, = CROPS.get("mtcnn")([pixels], DataConfig(crop="mtcnn"))
     assert crop.shape[0] == crop.shape[1] == side and crop.shape[2] == 3
 
 
@@ -49,6 +49,22 @@ def test_faces_are_found_and_non_faces_are_not():
     confident = [len(probs) > 0 and probs.max() >= 0.9 for _, probs in detect(images)]
     assert sum(confident[:100]) >= 90
     assert sum(confident[100:]) <= 5
+
+
+def test_batched_detection_matches_one_image_at_a_time_and_keeps_order():
+    faces = _lfw_at_100px()[:12]
+    small = [np.asarray(Image.fromarray(face).resize((80, 80), Image.BICUBIC)) for face in faces[:4]]
+    images = [faces[0], small[0], *faces[1:8], *small[1:], np.zeros((8, 8, 3), np.uint8)]  # sizes interleaved
+    batched = detect(images)
+    for image, (boxes, probs) in zip(images, batched):
+        alone_boxes, alone_probs = detect([image])[0]
+        assert len(probs) == len(alone_probs)
+        np.testing.assert_allclose(boxes, alone_boxes, atol=1e-3)
+        np.testing.assert_allclose(probs, alone_probs, atol=1e-5)
+    assert len(batched[-1][1]) == 0  # under MTCNN's smallest face: nothing, and no crash
+    crops = CROPS.get("mtcnn")(images, DataConfig(crop="mtcnn"))
+    assert [type(crop).__name__ for crop in crops[-2:]] == ["ndarray", "Rejected"] and crops[-1].reason == "too small"
+    assert crops[0].shape[0] > crops[1].shape[0]  # the 100 px face's crop, then the 80 px one's
 
 
 def test_no_face_is_rejected_with_a_reason():

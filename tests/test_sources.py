@@ -34,50 +34,70 @@ def _photo(seed: int, size: int = 48) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
+def _lfw(index: int, size: int = 100) -> Image.Image:
+    """scikit-image's LFW image ``index`` (0–99 faces, 100–199 non-faces), upscaled to ``size`` px, grayscale."""
+    from skimage.data import lfw_subset
+
+    return Image.fromarray((lfw_subset()[index] * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+
+
+def _face(index: int, size: int = 100) -> Image.Image:
+    return _lfw(index, size).convert("RGB")
+
+
 def _top_white_bottom_black() -> Image.Image:
     pixels = np.zeros((40, 40), dtype=np.uint8)
     pixels[:20] = 255
     return Image.fromarray(pixels)
 
 
-def _animated_gif() -> bytes:
-    red, blue = Image.new("RGB", (32, 32), (255, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 255))
+def _animated_gif(first: Image.Image) -> bytes:
+    blue = Image.new("RGB", first.size, (0, 0, 255))
     buffer = io.BytesIO()
-    red.save(buffer, format="GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    first.save(buffer, format="GIF", save_all=True, append_images=[blue], duration=100, loop=0)
     return buffer.getvalue()
 
 
-def _exif_rotated() -> bytes:
-    """An upright top-white image stored rotated 90° with EXIF orientation 6 ("rotate 90 CW to display")."""
-    stored = _top_white_bottom_black().transpose(Image.Transpose.ROTATE_90)  # what a camera writes
+def _exif_rotated(upright: Image.Image) -> bytes:
+    """``upright`` stored rotated 90° with EXIF orientation 6 ("rotate 90 CW to display"), as cameras write."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    return _jpeg(stored.convert("RGB"), exif=exif.tobytes())
+    return _jpeg(upright.transpose(Image.Transpose.ROTATE_90).convert("RGB"), exif=exif.tobytes())
+
+
+def _with_alpha(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    rgba.putalpha(220)
+    return rgba
 
 
 CORPUS: dict[str, tuple[bytes, str]] = {}
 
 
 def _corpus() -> dict[str, tuple[bytes, str]]:
+    """File name → (bytes, expected outcome) for a face-cropping run (``_cfg``); each photo is a different face."""
     if CORPUS:
         return CORPUS
-    good = _jpeg(_photo(0))
-    sixteen = Image.fromarray((np.arange(48 * 48).reshape(48, 48) * 28).astype(np.uint16))
+    good = _jpeg(_face(0))
+    sixteen = Image.fromarray(np.asarray(_lfw(3)).astype(np.uint16) * 257)
     CORPUS.update({
         "a-good.jpg": (good, "kept"),  # sorts before its copy, so the copy is the duplicate
         "dup/copy-of-good.jpg": (good, "duplicate"),
         "zero-bytes.jpg": (b"", "unreadable"),
         "text-named.jpg": (b"this is not an image\n" * 10, "unreadable"),
-        "truncated.jpg": (_jpeg(_photo(1))[:600], "corrupt"),
-        "alpha.png": (_png(Image.new("RGBA", (48, 48), (10, 200, 30, 128))), "kept"),
-        "palette.png": (_png(_photo(2).convert("P")), "kept"),
+        "truncated.jpg": (_jpeg(_face(1))[:600], "corrupt"),
+        "alpha.png": (_png(_with_alpha(_face(2))), "kept"),
+        "palette.png": (_png(_face(5).convert("P")), "kept"),
         "sixteen-bit.png": (_png(sixteen), "kept"),
-        "cmyk.jpg": (_jpeg(_photo(3).convert("CMYK")), "kept"),
-        "gray.png": (_png(_photo(4).convert("L")), "kept"),
-        "rotated.jpg": (_exif_rotated(), "kept"),
-        "animated.gif": (_animated_gif(), "kept"),
+        "cmyk.jpg": (_jpeg(_face(6).convert("CMYK")), "kept"),
+        "gray.png": (_png(_lfw(7)), "kept"),
+        "rotated.jpg": (_exif_rotated(_face(8)), "kept"),
+        "animated.gif": (_animated_gif(_face(10)), "kept"),
         "bomb.png": (_png(Image.new("1", (10_000, 6_000))), "too large"),
-        "tiny.png": (_png(_photo(5, size=8)), "too small"),
+        "small.png": (_png(_face(11, size=48)), "too small"),  # its face crop is under min_size
+        "tiny.png": (_png(_photo(5, size=8)), "too small"),  # under MTCNN's smallest face
+        "no-face.jpg": (_jpeg(_lfw(100).convert("RGB")), "no face"),
+        "unsure-face.jpg": (_jpeg(_face(4)), "low confidence"),  # MTCNN is only ~98% sure of this one
         "notes.txt": (b"ignored: not an image suffix", None),
     })
     return CORPUS
@@ -90,12 +110,14 @@ def _write_folder(root: Path) -> Path:
         path.write_bytes(data)
     # A non-UTF-8 file name (Latin-1 "café").
     with open(os.path.join(os.fsencode(root), b"caf\xe9.png"), "wb") as f:
-        f.write(_png(_photo(6)))
+        f.write(_png(_face(12)))
     return root
 
 
 def _cfg(source: str, path: Path, **kwargs) -> DataConfig:
-    return DataConfig(source=source, path=str(path), resolution=16, channels=3, min_size=16, max_pixels=40_000_000, **kwargs)
+    """Face crops as for CelebA-style photos: MTCNN, 99% sure, crops of at least 64 px, 16 px RGB out."""
+    settings = dict(crop="mtcnn", min_face_prob=0.99, resolution=16, channels=3, min_size=64, max_pixels=40_000_000)
+    return DataConfig(source=source, path=str(path), **{**settings, **kwargs})
 
 
 def test_every_bad_file_gets_its_reason_and_nothing_crashes(tmp_path):
@@ -103,16 +125,30 @@ def test_every_bad_file_gets_its_reason_and_nothing_crashes(tmp_path):
     expected = {name: outcome for name, (_, outcome) in _corpus().items() if outcome not in (None, "kept")}
     assert {row["name"]: row["reason"] for row in rejected} == expected
     kept = sum(outcome == "kept" for _, outcome in _corpus().values()) + 1  # + the non-UTF-8 name
-    assert counts == {"kept": kept, "duplicate": 1, "unreadable": 2, "corrupt": 1, "too large": 1, "too small": 1}
+    assert counts == {"kept": kept, "duplicate": 1, "unreadable": 2, "corrupt": 1, "too large": 1, "too small": 2,
+                      "no face": 1, "low confidence": 1}
     assert images.shape == (kept, 3, 16, 16)
 
 
+def test_an_exif_rotated_face_is_found_and_cropped_upright():
+    from gans.data import process_chunk
+    from gans.sources import RawImage
+
+    upright = _face(8)
+    raws = [RawImage("rotated.jpg", data=_exif_rotated(upright)), RawImage("upright.jpg", data=_jpeg(upright))]
+    rotated, reference = process_chunk(raws, _cfg("folder", Path("."), resolution=32))
+    assert rotated.reason is None and reference.reason is None
+    difference = np.abs(rotated.image.astype(int) - reference.image.astype(int)).mean()
+    sideways = np.abs(np.rot90(rotated.image, axes=(1, 2)).astype(int) - reference.image.astype(int)).mean()
+    assert difference < 2 and sideways > 20  # measured: 0.2 and 57
+
+
 def test_decoding_is_upright_first_frame_and_flattened():
-    rotated = decode(_exif_rotated(), max_pixels=10**6)
+    rotated = decode(_exif_rotated(_top_white_bottom_black()), max_pixels=10**6)
     assert rotated.shape[:2] == (40, 40)
     gray = rotated if rotated.ndim == 2 else rotated.mean(axis=2)
     assert gray[:15].mean() > 200 and gray[25:].mean() < 50  # top white, bottom black: upright
-    gif = decode(_animated_gif(), max_pixels=10**6)
+    gif = decode(_animated_gif(Image.new("RGB", (32, 32), (255, 0, 0))), max_pixels=10**6)
     assert tuple(gif[0, 0]) == (255, 0, 0)  # the first frame
     alpha = decode(_png(Image.new("RGBA", (4, 4), (0, 0, 0, 0))), max_pixels=10**6)
     assert alpha.shape == (4, 4, 3) and alpha.min() == 255  # transparent → white background

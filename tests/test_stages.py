@@ -15,7 +15,7 @@ def test_a_params_typo_is_one_line_naming_the_key(tmp_path):
     result = _stage("prepare", tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "[prepare] error: Unknown key data.resolutoin; allowed keys: source, path, download, crop, resolution, channels, limit, min_face_prob, margin, min_size, workers, max_pixels."
+        "[prepare] error: Unknown key data.resolutoin; allowed keys: source, path, download, crop, resolution, channels, limit, min_face_prob, margin, min_size, workers, chunk_size, max_pixels."
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
