@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import itertools
 import json
 import multiprocessing
@@ -212,10 +213,23 @@ def write_prepared(out_dir: str | os.PathLike, images: np.ndarray, manifest: dic
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+NPY_HEADER_BYTES = 128
+"""Space reserved for the ``.npy`` header of [N, C, R, R] uint8 images (numpy pads it to 128 bytes for any such shape)."""
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    header = buffer.getvalue()
+    if len(header) != NPY_HEADER_BYTES:
+        raise DatasetError(f"The .npy header for shape {shape} takes {len(header)} bytes, not {NPY_HEADER_BYTES}.")
+    return header
+
+
 def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome], manifest: dict[str, Any]) -> dict[str, Any]:
     """Stream outcomes to ``out_dir`` without holding the images in memory; return the completed manifest.
 
-    Kept images are appended to a raw file, then copied in chunks into a memory-mapped ``images.npy``;
+    Kept images are appended to ``images.npy`` behind a reserved header, written once the count is known;
     everything happens in a temp dir renamed into place at the end, so a failure leaves nothing behind.
     """
     out_dir = Path(out_dir)
@@ -225,23 +239,19 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
         tally = Tally()
         counts = tally.counts
         digest, shape = hashlib.sha256(), None
-        with open(tmp / "images.raw", "wb") as raw:
+        with open(tmp / IMAGES_FILE, "wb") as images:
+            images.write(bytes(NPY_HEADER_BYTES))
             for outcome in outcomes:
                 if not tally.add(outcome):
                     continue
                 shape = outcome.image.shape
                 data = np.ascontiguousarray(outcome.image).tobytes()
-                raw.write(data)
+                images.write(data)
                 digest.update(data)
-        if counts["kept"] == 0:
-            raise DatasetError(f"No image was kept ({counts}); nothing to train on.")
-        stored = np.memmap(tmp / "images.raw", dtype=np.uint8, mode="r", shape=(counts["kept"], *shape))
-        images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=stored.shape)
-        for start in range(0, len(stored), 4096):
-            images[start : start + 4096] = stored[start : start + 4096]
-        images.flush()
-        del images, stored
-        (tmp / "images.raw").unlink()
+            if counts["kept"] == 0:
+                raise DatasetError(f"No image was kept ({counts}); nothing to train on.")
+            images.seek(0)
+            images.write(_npy_header((counts["kept"], *shape)))
         manifest = {**manifest, "count": counts["kept"], "counts": counts, "shape": list(shape),
                     "content_sha256": digest.hexdigest(), "rejected": tally.rejected}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

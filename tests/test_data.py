@@ -49,6 +49,17 @@ def test_write_is_atomic_and_readable(tmp_path):
     assert json.loads((out / "manifest.json").read_text()) == {"count": 6}
 
 
+def test_streamed_images_file_is_the_same_npy_that_numpy_writes(tmp_path):
+    from gans.data import IMAGES_FILE, Outcome, write_prepared_stream
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    outcomes = [Outcome(f"{i}", image, None, f"{i}") for i, image in enumerate(images)]
+    manifest = write_prepared_stream(tmp_path / "streamed", iter(outcomes), {})
+    write_prepared(tmp_path / "saved", images, {})
+    assert (tmp_path / "streamed" / IMAGES_FILE).read_bytes() == (tmp_path / "saved" / IMAGES_FILE).read_bytes()
+    assert manifest["count"] == 5 and manifest["shape"] == [3, 8, 8]
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="run the prepare stage first"):
         PreparedDataset(tmp_path / "nowhere")
