@@ -51,9 +51,11 @@ def main() -> None:
             print(f"workers={workers} chunk_size={chunk_size:>3}: {len(outcomes)} photos ({args.size} px), kept {kept}, "
                   f"{rate:.1f} images/s (×{rate / reference:.2f} of 1 worker, chunk 1)", flush=True)
         serial, parallel = results[1, chunk_size][0], results[args.workers, chunk_size][0]
-        identical = all(a.reason == b.reason and (a.image is None or np.array_equal(a.image, b.image))
-                        for a, b in zip(serial, parallel))
+        identical = len(serial) == len(parallel) and all(
+            a.reason == b.reason and (a.image is None or np.array_equal(a.image, b.image)) for a, b in zip(serial, parallel))
         print(f"chunk_size={chunk_size}: {args.workers}-worker output identical to 1-worker output: {identical}")
+        if not identical:
+            raise SystemExit(f"{args.workers}-worker output differs from 1-worker output at chunk_size={chunk_size}.")
 
 if __name__ == "__main__":
     main()

@@ -112,7 +112,10 @@ def process_chunk(raws: list, cfg) -> list[Outcome]:
         except Rejected as rejected:
             decoded.append((raw, None, None, rejected.reason))
     usable = [pixels for _, pixels, _, reason in decoded if reason is None]
-    crops = iter(CROPS.get(cfg.crop)(usable, cfg))
+    squares = CROPS.get(cfg.crop)(usable, cfg)
+    if len(squares) != len(usable):
+        raise RuntimeError(f"Crop {cfg.crop!r} returned {len(squares)} results for {len(usable)} images.")
+    crops = iter(squares)
     outcomes = []
     for raw, pixels, digest, reason in decoded:
         if reason is None:
@@ -244,6 +247,8 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
             for outcome in outcomes:
                 if not tally.add(outcome):
                     continue
+                if shape is not None and outcome.image.shape != shape:
+                    raise DatasetError(f"Image {outcome.name!r} has shape {outcome.image.shape}, the others {shape}.")
                 shape = outcome.image.shape
                 data = np.ascontiguousarray(outcome.image).tobytes()
                 images.write(data)

@@ -65,7 +65,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
             raise Rejected("unreadable") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise Rejected("too large") from None
-        except (OSError, SyntaxError, ValueError, EOFError):  # a header cut short or damaged
+        except Exception:  # a header cut short or damaged (PIL raises OSError, SyntaxError, ValueError, ...)
             raise Rejected("corrupt") from None
         if image.width * image.height > max_pixels:
             raise Rejected("too large")
@@ -73,7 +73,9 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
             image.seek(0)  # the first frame of an animation
             image = ImageOps.exif_transpose(image)
             image.load()
-        except (OSError, SyntaxError, ValueError, EOFError):
+        except Image.DecompressionBombError:
+            raise Rejected("too large") from None
+        except Exception:  # truncated data, damaged EXIF (struct.error, TypeError, ...)
             raise Rejected("corrupt") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)

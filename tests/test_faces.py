@@ -7,7 +7,7 @@ from PIL import Image
 from gans.config import DataConfig
 from gans.crops import CROPS, Rejected
 from gans.data import prepare_images
-from gans.faces import best_face, crop_square, detect, square_box
+from gans.faces import crop_faces, crop_square, detect, square_box
 
 
 def _grace_hopper() -> np.ndarray:
@@ -27,7 +27,8 @@ def _grace_hopper() -> np.ndarray:
 )
 def test_the_crop_is_centred_on_the_face(load, face_region):
     pixels = load()
-    box, prob = best_face(pixels, min_prob=0.9)
+    boxes, probs = detect([pixels])[0]
+    box, prob = boxes[probs.argmax()], probs.max()
     assert prob > 0.99
     top, left, side = square_box(box, margin=0.2)
     cx, cy = left + side / 2, top + side / 2
@@ -51,7 +52,9 @@ def test_faces_are_found_and_non_faces_are_not():
     assert sum(confident[100:]) <= 5
 
 
-def test_batched_detection_matches_one_image_at_a_time_and_keeps_order():
+@pytest.mark.parametrize("batch_pixels", [16_000_000, 30_000], ids=["one-call-per-size", "three-per-call"])
+def test_batched_detection_matches_one_image_at_a_time_and_keeps_order(monkeypatch, batch_pixels):
+    monkeypatch.setattr("gans.faces.BATCH_PIXELS", batch_pixels)
     faces = _lfw_at_100px()[:12]
     small = [np.asarray(Image.fromarray(face).resize((80, 80), Image.BICUBIC)) for face in faces[:4]]
     images = [faces[0], small[0], *faces[1:8], *small[1:], np.zeros((8, 8, 3), np.uint8)]  # sizes interleaved
@@ -69,9 +72,8 @@ def test_batched_detection_matches_one_image_at_a_time_and_keeps_order():
 
 def test_no_face_is_rejected_with_a_reason():
     flat = np.full((120, 120, 3), 128, dtype=np.uint8)
-    with pytest.raises(Rejected, match="no face") as info:
-        best_face(flat, min_prob=0.9)
-    assert info.value.reason == "no face"
+    rejected, = crop_faces([flat], min_prob=0.9)
+    assert isinstance(rejected, Rejected) and rejected.reason == "no face"
 
 
 def test_crop_square_pads_outside_the_image():
