@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from gans.atomic import atomic_file
+
 FORMAT = "gans-checkpoint/1"
 FILENAME = "checkpoint.pt"
 
@@ -22,15 +24,9 @@ class CheckpointError(RuntimeError):
 
 def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

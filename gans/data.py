@@ -13,8 +13,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from gans.atomic import atomic_dir
 from gans.crops import CROPS, Rejected, center_square
 
 IMAGES_FILE = "images.npy"
@@ -195,25 +194,12 @@ def content_hash(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
-def _publish(tmp: Path, out_dir: Path) -> Path:
-    """Move a finished temp dir into place (replacing an older ``out_dir``)."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
-
-
 def write_prepared(out_dir: str | os.PathLike, images: np.ndarray, manifest: dict[str, Any]) -> Path:
     """Write in-memory images and a manifest into ``out_dir`` atomically (a sibling temp dir renamed into place)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         np.save(tmp / IMAGES_FILE, images)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        return _publish(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return Path(out_dir)
 
 
 NPY_HEADER_BYTES = 128
@@ -235,10 +221,7 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
     Kept images are appended to ``images.npy`` behind a reserved header, written once the count is known;
     everything happens in a temp dir renamed into place at the end, so a failure leaves nothing behind.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         tally = Tally()
         counts = tally.counts
         digest, shape = hashlib.sha256(), None
@@ -264,10 +247,7 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
             from gans.plots import save_labelled_rows
 
             save_labelled_rows(tally.examples, tmp / REJECTED_GRID_FILE)
-        _publish(tmp, out_dir)
-        return manifest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
 
 
 class PreparedDataset:

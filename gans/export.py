@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from gans.atomic import atomic_dir, atomic_file
 
 FORMAT = "gans-generator/1"
 TORCHSCRIPT_FILE = "generator.pt"
@@ -73,9 +73,7 @@ def export_generator(
 
     z_dim = int(config["model"]["z_dim"])
     channels, resolution = int(config["data"]["channels"]), int(config["data"]["resolution"])
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
-    try:
+    with atomic_dir(target) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice (ONNX comes next)
             torch.jit.save(_trace(generator, z_dim), str(tmp / TORCHSCRIPT_FILE))
@@ -105,12 +103,8 @@ def export_generator(
             **(extra or {}),
         }
         (tmp / SIGNATURE_FILE).write_text(json.dumps(signature, indent=2) + "\n")
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    latest_tmp = root / f".{LATEST_FILE}.tmp"
-    latest_tmp.write_text(version + "\n")
-    os.replace(latest_tmp, root / LATEST_FILE)
+    with atomic_file(root / LATEST_FILE) as tmp:
+        tmp.write_text(version + "\n")
     return target
 
 

@@ -25,6 +25,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import get_featuresdict_from_dataset, get_featuresdict_from_generative_model
 
+from gans.atomic import atomic_file
 from gans.data import to_uint8
 
 EXTRACTOR = "inception-v3-tf2015-offline"
@@ -171,14 +172,10 @@ def kid(reference: dict[str, Any], features: torch.Tensor, subsets: int, subset_
 def save_reference(path: str | Path, reference: dict[str, Any], meta: Optional[dict[str, Any]] = None) -> None:
     """Write reference statistics to an ``.npz`` atomically."""
     import json
-    import os
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, mu=reference["mu"], sigma=reference["sigma"], kid_features=reference["kid_features"],
-             n=reference["n"], meta=json.dumps(meta or {}))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        np.savez(tmp, mu=reference["mu"], sigma=reference["sigma"], kid_features=reference["kid_features"],
+                 n=reference["n"], meta=json.dumps(meta or {}))
 
 
 def load_reference(path: str | Path) -> dict[str, Any]:

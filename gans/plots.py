@@ -10,14 +10,13 @@ from typing import Sequence
 import torch
 from torchvision.utils import make_grid, save_image
 
+from gans.atomic import atomic_file
+
 
 def _atomic_png(path: str | os.PathLike, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def _pyplot():

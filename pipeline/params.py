@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import yaml
 
+from gans.atomic import atomic_file
 from gans.config import ConfigError, EvalConfig, ExportConfig, GANConfig, require_positive, section_from_mapping
 
 PARAMS_FILE = "params.yaml"
@@ -98,12 +99,9 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(path)
 
 
 def print_config(stage: str, config: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Optional
 
 import ray
 
+from gans.atomic import atomic_file
 from pipeline.params import Params, load_params, print_config, run_stage, write_json
 from pipeline.ray_train import RUN_NAME, init_ray, latest_checkpoint_file, make_trainer
 
@@ -66,11 +67,9 @@ def run(params: Params) -> Path:
         ray.shutdown()
 
     out_dir = Path(params.paths.train)
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "checkpoint.pt"
-    tmp = out_dir / ".checkpoint.pt.tmp"
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with atomic_file(target) as tmp:
+        shutil.copyfile(source, tmp)
     shutil.rmtree(source.parent, ignore_errors=True)  # the temporary copy made by latest_checkpoint_file
     write_json(out_dir / "run.json", {"params": params.raw, "workers": len(replicas), "replica_fingerprints": replicas})
     print(f"[train] final checkpoint → {target}", flush=True)
