@@ -1,12 +1,14 @@
-"""Shared fixtures: tiny configs and a tiny prepared dataset on disk."""
+"""Shared fixtures: tiny configs, a tiny prepared dataset on disk, and LFW photos for face detection."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -24,6 +26,18 @@ def tiny_config(**sections) -> GANConfig:
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     return GANConfig.from_dict(base)
+
+
+@functools.lru_cache(maxsize=1)
+def _lfw_subset() -> np.ndarray:
+    from skimage.data import lfw_subset
+
+    return lfw_subset()
+
+
+def lfw_photo(index: int, size: int = 100) -> Image.Image:
+    """scikit-image's LFW image ``index`` (0–99 faces, 100–199 non-faces), grayscale, bicubic-upscaled to ``size`` px."""
+    return Image.fromarray((_lfw_subset()[index] * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from gans.config import DataConfig
 from gans.crops import CROPS, Rejected
 from gans.data import prepare_images
 from gans.faces import crop_faces, crop_square, detect, square_box
+from tests.conftest import lfw_photo
 
 
 def _grace_hopper() -> np.ndarray:
@@ -38,11 +39,8 @@ def test_the_crop_is_centred_on_the_face(load, face_region):
     assert crop.shape[0] == crop.shape[1] == side and crop.shape[2] == 3
 
 
-def _lfw_at_100px() -> list[np.ndarray]:
-    from skimage.data import lfw_subset
-
-    return [np.asarray(Image.fromarray((face * 255).astype(np.uint8)).resize((100, 100), Image.BICUBIC))
-            for face in lfw_subset()]
+def _lfw_at_100px(count: int = 200) -> list[np.ndarray]:
+    return [np.asarray(lfw_photo(index)) for index in range(count)]
 
 
 def test_faces_are_found_and_non_faces_are_not():
@@ -55,7 +53,7 @@ def test_faces_are_found_and_non_faces_are_not():
 @pytest.mark.parametrize("batch_pixels", [16_000_000, 30_000], ids=["one-call-per-size", "three-per-call"])
 def test_batched_detection_matches_one_image_at_a_time_and_keeps_order(monkeypatch, batch_pixels):
     monkeypatch.setattr("gans.faces.BATCH_PIXELS", batch_pixels)
-    faces = _lfw_at_100px()[:12]
+    faces = _lfw_at_100px(12)
     small = [np.asarray(Image.fromarray(face).resize((80, 80), Image.BICUBIC)) for face in faces[:4]]
     images = [faces[0], small[0], *faces[1:8], *small[1:], np.zeros((8, 8, 3), np.uint8)]  # sizes interleaved
     batched = detect(images)
@@ -87,7 +85,7 @@ def test_crop_square_pads_outside_the_image():
 def test_prepare_counts_rejections_by_reason(monkeypatch):
     from gans.sources import SOURCES, RawImage
 
-    faces = _lfw_at_100px()[:4]
+    faces = _lfw_at_100px(4)
     blanks = [np.full((100, 100, 3), value, dtype=np.uint8) for value in (40, 200)]
 
     def mixed(cfg):

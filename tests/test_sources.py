@@ -15,6 +15,7 @@ from PIL import Image
 from gans.config import DataConfig
 from gans.data import prepare_images
 from gans.sources import SOURCES, SourceError, decode
+from tests.conftest import lfw_photo
 
 
 def _png(image: Image.Image) -> bytes:
@@ -34,15 +35,8 @@ def _photo(seed: int, size: int = 48) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-def _lfw(index: int, size: int = 100) -> Image.Image:
-    """scikit-image's LFW image ``index`` (0–99 faces, 100–199 non-faces), upscaled to ``size`` px, grayscale."""
-    from skimage.data import lfw_subset
-
-    return Image.fromarray((lfw_subset()[index] * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
-
-
 def _face(index: int, size: int = 100) -> Image.Image:
-    return _lfw(index, size).convert("RGB")
+    return lfw_photo(index, size).convert("RGB")
 
 
 def _top_white_bottom_black() -> Image.Image:
@@ -79,7 +73,7 @@ def _corpus() -> dict[str, tuple[bytes, str]]:
     if CORPUS:
         return CORPUS
     good = _jpeg(_face(0))
-    sixteen = Image.fromarray(np.asarray(_lfw(3)).astype(np.uint16) * 257)
+    sixteen = Image.fromarray(np.asarray(lfw_photo(3)).astype(np.uint16) * 257)
     CORPUS.update({
         "a-good.jpg": (good, "kept"),  # sorts before its copy, so the copy is the duplicate
         "dup/copy-of-good.jpg": (good, "duplicate"),
@@ -90,13 +84,13 @@ def _corpus() -> dict[str, tuple[bytes, str]]:
         "palette.png": (_png(_face(5).convert("P")), "kept"),
         "sixteen-bit.png": (_png(sixteen), "kept"),
         "cmyk.jpg": (_jpeg(_face(6).convert("CMYK")), "kept"),
-        "gray.png": (_png(_lfw(7)), "kept"),
+        "gray.png": (_png(lfw_photo(7)), "kept"),
         "rotated.jpg": (_exif_rotated(_face(8)), "kept"),
         "animated.gif": (_animated_gif(_face(10)), "kept"),
         "bomb.png": (_png(Image.new("1", (10_000, 6_000))), "too large"),
         "small.png": (_png(_face(11, size=48)), "too small"),  # its face crop is under min_size
         "tiny.png": (_png(_photo(5, size=8)), "too small"),  # under MTCNN's smallest face
-        "no-face.jpg": (_jpeg(_lfw(100).convert("RGB")), "no face"),
+        "no-face.jpg": (_jpeg(lfw_photo(100).convert("RGB")), "no face"),
         "unsure-face.jpg": (_jpeg(_face(4)), "low confidence"),  # MTCNN is only ~98% sure of this one
         "notes.txt": (b"ignored: not an image suffix", None),
     })
