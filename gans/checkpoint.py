@@ -23,9 +23,10 @@ class CheckpointError(RuntimeError):
 
 
 def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` through a temporary file and an atomic rename."""
-    with atomic_file(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    """Write ``state`` to ``path`` through a temporary file and an atomic rename; equal states give equal bytes."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as file:
+        # Through a file object torch names the archive "archive"; given a path it would use the (temp) file name.
+        torch.save({"format": FORMAT, **state}, file)
     return Path(path)
 
 
