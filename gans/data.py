@@ -27,6 +27,8 @@ from gans.crops import CROPS, Rejected, center_square
 
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
+PREVIEW_FILE = "preview.png"
+PREVIEW_EXAMPLES = 64  # the first kept images, in the preview grid
 REJECTED_GRID_FILE = "rejected.png"
 REJECTED_EXAMPLES = 8  # per reason, in the rejected-examples grid
 
@@ -74,16 +76,19 @@ class Outcome:
 
 @dataclass
 class Tally:
-    """Running record of outcomes: counts per outcome, the skipped files, a few examples per reason."""
+    """Running record of outcomes: counts per outcome, the skipped files, the first kept images, a few per reason."""
 
     counts: dict[str, int] = field(default_factory=lambda: {"kept": 0})
     rejected: list[dict[str, str]] = field(default_factory=list)
+    preview: list[np.ndarray] = field(default_factory=list)
     examples: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def add(self, outcome: Outcome) -> bool:
         """Record ``outcome``; True when its image is kept."""
         if outcome.reason is None:
             self.counts["kept"] += 1
+            if len(self.preview) < PREVIEW_EXAMPLES:
+                self.preview.append(outcome.image)
             return True
         self.counts[outcome.reason] = self.counts.get(outcome.reason, 0) + 1
         self.rejected.append({"name": outcome.name, "reason": outcome.reason})
@@ -218,8 +223,9 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome], manifest: dict[str, Any]) -> dict[str, Any]:
     """Stream outcomes to ``out_dir`` without holding the images in memory; return the completed manifest.
 
-    Kept images are appended to ``images.npy`` behind a reserved header, written once the count is known;
-    everything happens in a temp dir renamed into place at the end, so a failure leaves nothing behind.
+    Kept images are appended to ``images.npy`` behind a reserved header, written once the count is known.
+    Beside it go ``manifest.json``, ``preview.png`` (the first kept images) and ``rejected.png`` (examples
+    per reason). Everything happens in a temp dir renamed into place at the end, so a failure leaves nothing.
     """
     with atomic_dir(out_dir) as tmp:
         tally = Tally()
@@ -243,9 +249,10 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
         manifest = {**manifest, "count": counts["kept"], "counts": counts, "shape": list(shape),
                     "content_sha256": digest.hexdigest(), "rejected": tally.rejected}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if tally.examples:
-            from gans.plots import save_labelled_rows
+        from gans.plots import save_grid, save_labelled_rows
 
+        save_grid(to_unit_range(torch.from_numpy(np.stack(tally.preview))), tmp / PREVIEW_FILE)
+        if tally.examples:
             save_labelled_rows(tally.examples, tmp / REJECTED_GRID_FILE)
     return manifest
 

@@ -11,14 +11,8 @@ import os
 import time
 from typing import Any, Iterator, Optional
 
-import numpy as np
-import torch
-
-from gans.data import IMAGES_FILE, iter_outcomes, to_unit_range, write_prepared_stream
-from gans.plots import save_grid
+from gans.data import iter_outcomes, write_prepared_stream
 from pipeline.params import load_params, print_config, run_stage
-
-PREVIEW_FILE = "preview.png"
 
 
 @contextlib.contextmanager
@@ -63,8 +57,6 @@ def main() -> None:
         manifest = write_prepared_stream(out_dir, iter_outcomes(cfg, workers=workers, pool=pool), _manifest_base(params))
     seconds = time.perf_counter() - started
     where = f"{workers} workers" if pool is None else f"the Ray cluster at {params.ray.address}"
-    images = np.load(f"{out_dir}/{IMAGES_FILE}", mmap_mode="r")
-    save_grid(to_unit_range(torch.from_numpy(np.array(images[:64]))), f"{out_dir}/{PREVIEW_FILE}")
     skipped = {k: v for k, v in manifest["counts"].items() if k != "kept"}
     print(f"[prepare] kept {manifest['count']} images {manifest['shape']} → {out_dir}"
           f" (skipped: {skipped or 'none'}; {sum(manifest['counts'].values()) / seconds:.1f} images/s on {where})",
