@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from gans.config import DataConfig
-from gans.data import iter_outcomes
+from gans.prepare.stream import iter_outcomes
 
 
 def main() -> None:

@@ -18,10 +18,11 @@ import torch
 
 from gans.checkpoint import load_generator
 from gans.config import GANConfig
-from gans.data import PreparedDataset, prepare_images, write_prepared
+from gans.data import PreparedDataset, write_prepared
 from gans.loop import fit
 from gans.metrics import features_of_generator, features_of_images, fid, kid, make_extractor, reference_statistics
 from gans.plots import save_grid
+from gans.prepare.stream import prepare_images
 
 CONFIGS = {
     "dcgan+bce": {

@@ -1,7 +1,9 @@
 """Full-state checkpoints: written atomically, read with ``weights_only=True``.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
-``format, config, step, world_size, G, D, G_ema, G_init, opt_g, opt_d, scalers, rng, fixed_z, history``.
+A checkpoint is a dict ``format, config, step, world_size, G, D, G_ema, G_init, opt_g, opt_d, scalers, rng,
+fixed_z, history``. In memory ``config`` is the run's ``GANConfig``; on disk it is stored as a plain dict
+(so loading executes no pickled code) and ``load`` turns it back into a ``GANConfig``, the one place where
+that happens.
 """
 
 from __future__ import annotations
@@ -13,20 +15,23 @@ from typing import Any
 import torch
 
 from gans.atomic import atomic_file
+from gans.config import ConfigError, GANConfig
+from gans.errors import UserError
 
 FORMAT = "gans-checkpoint/1"
 FILENAME = "checkpoint.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable or of another format."""
 
 
 def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` through a temporary file and an atomic rename; equal states give equal bytes."""
+    stored = {"format": FORMAT, **state, "config": state["config"].to_dict()}
     with atomic_file(path) as tmp, open(tmp, "wb") as file:
         # Through a file object torch names the archive "archive"; given a path it would use the (temp) file name.
-        torch.save({"format": FORMAT, **state}, file)
+        torch.save(stored, file)
     return Path(path)
 
 
@@ -43,15 +48,22 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint {path} could not be read ({error}); delete it and retrain.") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint.")
+    state["config"] = stored_config(state["config"], path)
     return state
+
+
+def stored_config(stored: dict[str, Any], path: str | os.PathLike = "the checkpoint") -> GANConfig:
+    """The ``GANConfig`` of a config stored in a checkpoint (its sections as plain dicts)."""
+    try:
+        return GANConfig.from_dict(stored)
+    except ConfigError as error:
+        raise CheckpointError(f"{path} holds a config this code no longer accepts ({error}); retrain.") from error
 
 
 def load_generator(state: dict[str, Any], key: str = "G_ema") -> torch.nn.Module:
     """Rebuild a generator from a checkpoint dict: ``G_ema`` (default), ``G`` or ``G_init``; in eval mode."""
-    from gans.config import GANConfig
     from gans.models import build_models
 
-    cfg = GANConfig.from_dict(state["config"])
-    generator, _ = build_models(cfg)
+    generator, _ = build_models(state["config"])
     generator.load_state_dict(state[key])
     return generator.eval()

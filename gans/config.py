@@ -1,7 +1,13 @@
 """Typed configuration: one frozen dataclass per params.yaml section.
 
+The defaults here are the defaults of params.yaml (a test keeps them equal), so ``GANConfig()`` in a
+notebook is the run ``dvc repro`` makes.
+
 Every field has a docstring-style comment; ``__post_init__`` rejects bad values with a message that names
 the key and the allowed values, so a typo in params.yaml fails at load time, not an hour into training.
+Names of registry entries are checked by the code that owns the registry (``gans.loop.check_config`` for
+model and loss, ``gans.prepare.stream.check_source_and_crop`` for source and crop), so this module imports
+none of it and every stage that reads params does not depend on every model.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gans.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A params.yaml key is unknown or its value is invalid."""
 
 
@@ -36,20 +44,21 @@ def require_non_negative(config, section: str, *keys: str) -> None:
         _require(value >= 0, f"{section}.{key}={value} must be non-negative.")
 
 
-def _in_registry(registry, value: str, key: str) -> None:
+def require_registered(registry, value: str, key: str) -> None:
+    """``value`` must name an entry of ``registry``; the message names ``key`` and the allowed values."""
     _require(value in registry, f"{key}={value!r} is not valid; allowed values: {', '.join(registry.names())}.")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "lfw-subset"
-    """Where images come from: a name in ``gans.sources.SOURCES``."""
+    """Where images come from: a name in ``gans.prepare.sources.SOURCES``."""
     path: Optional[str] = None
     """Folder or .zip file for the folder and zip sources; root folder of the torchvision sources."""
     download: bool = False
     """torchvision sources (celeba, mnist, cifar10, svhn): download when missing (needs internet)."""
     crop: str = "none"
-    """How a square crop is taken from each image: a name in ``gans.crops.CROPS``."""
+    """How a square crop is taken from each image: a name in ``gans.prepare.crops.CROPS``."""
     resolution: int = 32
     """Side of the square training images, in pixels."""
     channels: int = 1
@@ -73,11 +82,7 @@ class DataConfig:
     """Largest accepted image (width × height); larger files are refused as "too large" (decompression bombs)."""
 
     def __post_init__(self) -> None:
-        from gans.crops import CROPS
-        from gans.sources import SOURCES
-
-        _in_registry(SOURCES, self.source, "data.source")
-        _in_registry(CROPS, self.crop, "data.crop")
+        # source and crop are checked by gans.prepare (check_source_and_crop), the only code that uses them.
         _require(8 <= self.resolution <= 1024, f"data.resolution={self.resolution} must be in [8, 1024].")
         _require(self.channels in (1, 3), f"data.channels={self.channels} is not valid; allowed values: 1, 3.")
         _require(self.limit is None or self.limit > 0, f"data.limit={self.limit} must be a positive integer or null.")
@@ -93,9 +98,9 @@ class ModelConfig:
     """Architecture family: a name in ``gans.models.MODELS``."""
     z_dim: int = 64
     """Length of the latent vector z ~ N(0, I)."""
-    g_width: int = 64
+    g_width: int = 32
     """Generator base width (DCGAN: channels of the last hidden layer; MLP: hidden units = 2 × g_width)."""
-    d_width: int = 64
+    d_width: int = 32
     """Discriminator base width (DCGAN: channels of the first conv; MLP: hidden units = 4 × d_width)."""
     d_dropout: float = 0.3
     """Dropout before the MLP discriminator's logit (ignored by conv models)."""
@@ -105,9 +110,7 @@ class ModelConfig:
     """SAGAN: side of the feature maps that get self-attention (None: resolution / 4, i.e. 32 for 128 px)."""
 
     def __post_init__(self) -> None:
-        from gans.models import MODELS
-
-        _in_registry(MODELS, self.name, "model.name")
+        # name (and the resolutions it can make) is checked by gans.models.check_model_config, where families live.
         require_positive(self, "model", "z_dim", "g_width", "d_width")
         _require(0 <= self.d_dropout < 1, f"model.d_dropout={self.d_dropout} must be in [0, 1).")
         _require(self.d_norm in ("auto", "batch", "none"), f"model.d_norm={self.d_norm!r} is not valid; allowed values: auto, batch, none.")
@@ -125,9 +128,7 @@ class LossConfig:
     """λ of the WGAN-GP gradient penalty (wgan-gp only)."""
 
     def __post_init__(self) -> None:
-        from gans.losses import LOSSES
-
-        _in_registry(LOSSES, self.name, "loss.name")
+        # name is checked by gans.losses.check_loss_config, where the losses live.
         require_non_negative(self, "loss", "gp_weight")
         _require(0 <= self.label_smoothing < 0.5, f"loss.label_smoothing={self.label_smoothing} must be in [0, 0.5).")
         _require(0 <= self.label_flip_prob < 0.5, f"loss.label_flip_prob={self.label_flip_prob} must be in [0, 0.5).")
@@ -166,17 +167,17 @@ class OptimConfig:
 class TrainConfig:
     seed: int = 0
     """Base seed; each worker uses seed * world_size + rank for its noise."""
-    steps: int = 2000
+    steps: int = 3000
     """Number of generator updates."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Images per worker per update (the global batch is batch_size × world_size)."""
     n_critic: Optional[int] = None
     """Discriminator updates per generator update (None: 5 for wgan-gp, 1 otherwise)."""
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     """Decay of the exponential moving average of G's weights (0 copies G every step)."""
-    log_every: int = 50
+    log_every: int = 25
     """Log losses, accuracies and gradient norms every this many steps."""
-    snapshot_every: int = 500
+    snapshot_every: int = 1000
     """Write a full-state checkpoint every this many steps (and at the end)."""
     n_fixed: int = 64
     """Number of fixed evaluation latents (sample grids), stored with the checkpoint."""
@@ -196,7 +197,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    n_fake: int = 1000
+    n_fake: int = 500
     """Generated images used for FID/KID."""
     batch_size: int = 50
     """Images per Inception forward."""
@@ -204,7 +205,7 @@ class EvalConfig:
     """Seed of the evaluation latents (the same for the initial and the trained generator)."""
     kid_subsets: int = 50
     """Number of KID subsets."""
-    kid_subset_size: int = 1000
+    kid_subset_size: int = 100
     """KID subset size (capped at the smaller of the real and generated counts)."""
     grid_size: int = 64
     """Images in the sample grid (taken from the fixed latents)."""
@@ -240,15 +241,6 @@ class GANConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        from gans.models import MODELS
-
-        family = MODELS.get(self.model.name)
-        resolutions = getattr(family, "resolutions", None)
-        _require(
-            resolutions is None or self.data.resolution in resolutions,
-            f"data.resolution={self.data.resolution} is not supported by model {self.model.name!r}; "
-            f"allowed values: {', '.join(map(str, resolutions or ()))}.",
-        )
         if self.model.attention_res is not None:
             allowed = [2**k for k in range(3, 11) if 2**k < self.data.resolution]
             _require(

@@ -20,5 +20,11 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema ← decay · ema + (1 − decay) · model for parameters; buffers (BatchNorm statistics) are copied."""
     for p_ema, p in zip(ema.parameters(), model.parameters()):
         p_ema.lerp_(p.detach(), 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+    copy_buffers(ema, model)
+
+
+@torch.no_grad()
+def copy_buffers(target: nn.Module, source: nn.Module) -> None:
+    """Copy ``source``'s buffers (BatchNorm running statistics) into ``target``; parameters are left alone."""
+    for b_target, b_source in zip(target.buffers(), source.buffers()):
+        b_target.copy_(b_source)

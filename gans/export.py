@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from gans.atomic import atomic_dir, atomic_file
+from gans.config import GANConfig
+from gans.errors import UserError
 
 FORMAT = "gans-generator/1"
 TORCHSCRIPT_FILE = "generator.pt"
@@ -21,13 +23,13 @@ SIGNATURE_FILE = "signature.json"
 LATEST_FILE = "LATEST"
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError):
     """The exported model disagrees with the eager one, or the target already exists."""
 
 
-def params_hash(config: dict[str, Any]) -> str:
+def params_hash(cfg: GANConfig) -> str:
     """Short, stable hash of a training config."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def next_version(root: str | os.PathLike) -> str:
@@ -57,7 +59,7 @@ def parity(reference: nn.Module, candidate, z_dim: int, batch_sizes=(1, 5)) -> f
 def export_generator(
     generator: nn.Module,
     *,
-    config: dict[str, Any],
+    cfg: GANConfig,
     root: str | os.PathLike,
     version: str = "auto",
     atol: float = 1e-5,
@@ -71,8 +73,8 @@ def export_generator(
     if target.exists():
         raise ExportError(f"Export version {target} already exists; choose another export.version or 'auto'.")
 
-    z_dim = int(config["model"]["z_dim"])
-    channels, resolution = int(config["data"]["channels"]), int(config["data"]["resolution"])
+    z_dim = cfg.model.z_dim
+    channels, resolution = cfg.data.channels, cfg.data.resolution
     with atomic_dir(target) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice (ONNX comes next)
@@ -84,7 +86,7 @@ def export_generator(
         signature = {
             "format": FORMAT,
             "version": version,
-            "model": config["model"]["name"],
+            "model": cfg.model.name,
             "inputs": [{"name": "z", "shape": [-1, z_dim], "dtype": "float32", "distribution": "standard normal"}],
             "outputs": [{
                 "name": "images",
@@ -96,7 +98,7 @@ def export_generator(
             "z_dim": z_dim,
             "resolution": resolution,
             "channels": channels,
-            "params_hash": params_hash(config),
+            "params_hash": params_hash(cfg),
             "files": {"torchscript": TORCHSCRIPT_FILE},
             "parity_max_abs_diff": max_diff,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -24,16 +24,40 @@ from tqdm import tqdm
 from gans import checkpoint, dist
 from gans.config import ConfigError, GANConfig
 from gans.data import PreparedDataset, batch_indices
-from gans.ema import make_ema, update_ema
-from gans.losses import build_loss
-from gans.models import build_models
+from gans.ema import copy_buffers, make_ema, update_ema
+from gans.losses import build_loss, check_loss_config
+from gans.models import build_models, check_model_config
 from gans.step import Precision, discriminator_step, generator_step
 
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
 
-# Sections that must match to resume a run (train.steps may grow, the rest defines the run).
-_RESUME_KEYS = ("data", "model", "loss", "optim")
+
+
+def resume_conflicts(saved: GANConfig, saved_world_size: int, cfg: GANConfig, world_size: int) -> list[str]:
+    """What differs between a checkpoint's run and the run that would continue it, as "key: old → new".
+
+    A run is defined by its data, model, loss and optimizer, and also by everything that decides its data
+    order and noise streams: the seed, the batch size, the D updates per G update and the world size.
+    ``train.steps`` may grow; logging and snapshot cadence may change.
+    """
+    conflicts = [f"{section} section" for section in ("data", "model", "loss", "optim")
+                 if getattr(saved, section) != getattr(cfg, section)]
+    for key, old, new in (
+        ("train.seed", saved.train.seed, cfg.train.seed),
+        ("train.batch_size", saved.train.batch_size, cfg.train.batch_size),
+        ("train.n_critic", saved.n_critic, cfg.n_critic),
+        ("world size (workers)", saved_world_size, world_size),
+    ):
+        if old != new:
+            conflicts.append(f"{key} {old} → {new}")
+    return conflicts
+
+
+def check_config(cfg: GANConfig) -> None:
+    """What the config alone cannot check: the model and loss exist, and the model makes the resolution."""
+    check_model_config(cfg)
+    check_loss_config(cfg.loss)
 
 
 def step_seed(seed: int, rank: int, world_size: int, step: int) -> int:
@@ -62,6 +86,7 @@ def fit(
     ``resume`` is a checkpoint dict (``gans.checkpoint.load``) to continue from. Snapshots are written to
     ``work_dir/snapshot-<step>/checkpoint.pt``; only the latest is kept.
     """
+    check_config(cfg)
     device = torch.device(device)
     rank, world = dist.rank(), dist.world_size()
     train = cfg.train
@@ -83,10 +108,10 @@ def fit(
     step, history = 0, []
 
     if resume is not None:
-        saved = resume["config"]
-        changed = [key for key in _RESUME_KEYS if saved.get(key) != cfg.to_dict()[key]]
-        if changed:
-            raise ConfigError(f"Cannot resume: params section(s) {', '.join(changed)} differ from the checkpoint's.")
+        conflicts = resume_conflicts(resume["config"], int(resume["world_size"]), cfg, world)
+        if conflicts:
+            raise ConfigError(f"Cannot resume: the checkpoint's run differs ({'; '.join(conflicts)}); "
+                              "set train.resume: false to start fresh.")
         G.load_state_dict(resume["G"])
         D.load_state_dict(resume["D"])
         G_ema.load_state_dict(resume["G_ema"])
@@ -104,7 +129,7 @@ def fit(
 
     def full_state() -> dict[str, Any]:
         return {
-            "config": cfg.to_dict(),
+            "config": cfg,
             "step": step,
             "world_size": world,
             "G": cpu_state_dict(G),
@@ -122,7 +147,7 @@ def fit(
     def snapshot() -> tuple[Optional[Path], list[str]]:
         dist.average_buffers(G)  # BatchNorm statistics drift apart per rank; agree before saving
         dist.average_buffers(D)
-        update_ema(G_ema, G, decay=1.0)  # copy the synced buffers, keep the averaged weights
+        copy_buffers(G_ema, G)  # the synced BatchNorm statistics; G_ema's averaged weights stay
         replicas = dist.gather(dist.fingerprint(G.state_dict()))
         if len(set(replicas)) > 1:
             raise RuntimeError(f"Generator replicas diverged across ranks at step {step}: {replicas}.")

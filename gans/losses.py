@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from gans.config import require_registered
 from gans.registry import Registry
 
 LOSSES: Registry = Registry("loss")
@@ -158,6 +159,12 @@ class BCELoss(_Loss):
         return bce_g_loss(fake)
 
 
+def check_loss_config(cfg) -> None:
+    """``loss.name`` is a registered loss; ``ConfigError`` naming the key and the allowed values otherwise."""
+    require_registered(LOSSES, cfg.name, "loss.name")
+
+
 def build_loss(cfg):
     """The loss object for a ``LossConfig``."""
+    check_loss_config(cfg)
     return LOSSES.get(cfg.name)(cfg)

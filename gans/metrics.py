@@ -27,12 +27,13 @@ from torch_fidelity.utils import get_featuresdict_from_dataset, get_featuresdict
 
 from gans.atomic import atomic_file
 from gans.data import to_uint8
+from gans.errors import UserError
 
 EXTRACTOR = "inception-v3-tf2015-offline"
 FEATURE = "2048"
 
 
-class MetricsError(RuntimeError):
+class MetricsError(UserError):
     """The Inception weights are missing or metric inputs are unusable."""
 
 

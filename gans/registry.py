@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
+from gans.errors import UserError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """An unknown or duplicate registry name."""
 
     def __str__(self) -> str:  # KeyError quotes its message; people want plain text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -53,6 +53,26 @@ def _update(optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, paramet
     return norm
 
 
+def replaying_randomness(module: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` as a function whose every call draws the random numbers of the first forward after this one.
+
+    Captures the RNG state now and restores it around each call (the global stream is left as it was), so a
+    critic with dropout applies the same mask to inputs of the same shape.
+    """
+    devices = [device] if device.type == "cuda" else []
+    cpu_state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state(device) if devices else None
+
+    def call(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(cpu_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, device)
+            return module(inputs)
+
+    return call
+
+
 def grad_norm(parameters: Iterable[nn.Parameter]) -> float:
     """L2 norm of all gradients together."""
     norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
@@ -77,11 +97,13 @@ def discriminator_step(
     with torch.no_grad(), precision.autocast():
         fake = G_plain(z)
     with precision.autocast():
+        # The penalty's critic replays the random draws (dropout masks) of D(real): one function is scored and penalised.
+        penalty_critic = replaying_randomness(D_plain or D, real.device)
         real_logits, fake_logits = D(real).float(), D(fake).float()
         d_loss = loss.d_loss(real_logits, fake_logits, generator=generator)
         penalty = torch.zeros(())
         if loss.gp_weight > 0:
-            penalty = gradient_penalty(D_plain or D, real, fake, loss.gp_weight, precision.scaler_d)
+            penalty = gradient_penalty(penalty_critic, real, fake, loss.gp_weight, precision.scaler_d)
     stats = {
         "d_loss": float(d_loss.detach()),
         "d_acc_real": float((real_logits > 0).float().mean()),

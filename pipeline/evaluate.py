@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from gans import checkpoint
+from gans.config import GANConfig
 from gans.metrics import EXTRACTOR, features_of_generator, fid, kid, load_reference, make_extractor
 from gans.plots import save_curves, save_grid
 from pipeline.params import Params, load_params, print_config, run_stage, write_json
@@ -25,12 +26,12 @@ def evaluate(params: Params) -> dict[str, Any]:
     reference = load_reference(params.paths.reference)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     extractor = make_extractor(device)
-    z_dim = int(state["config"]["model"]["z_dim"])
+    trained: GANConfig = state["config"]
 
     scores = {}
     for label, key in (("initial", "G_init"), ("final", "G_ema")):
         generator = checkpoint.load_generator(state, key).to(device)
-        features = features_of_generator(generator, z_dim, cfg.n_fake, cfg.seed, extractor, cfg.batch_size)
+        features = features_of_generator(generator, trained.model.z_dim, cfg.n_fake, cfg.seed, extractor, cfg.batch_size)
         scores[label] = {"fid": fid(reference, features), **kid(reference, features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)}
         print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f}", flush=True)
 
@@ -48,7 +49,7 @@ def evaluate(params: Params) -> dict[str, Any]:
             "n_fake": cfg.n_fake,
             "extractor": EXTRACTOR,
             "seed": cfg.seed,
-            "resolution": int(state["config"]["data"]["resolution"]),
+            "resolution": trained.data.resolution,
             "kid_subsets": cfg.kid_subsets,
             "kid_subset_size": final["kid_subset_size"],
             "generator": "G_ema",
@@ -61,7 +62,7 @@ def evaluate(params: Params) -> dict[str, Any]:
     with torch.no_grad():
         samples = generator(state["fixed_z"][: params.eval.grid_size])
     save_grid(samples, plots / GRID_FILE)
-    save_curves(state["history"], plots / CURVES_FILE, title=f"{state['config']['model']['name']} + {state['config']['loss']['name']}")
+    save_curves(state["history"], plots / CURVES_FILE, title=f"{trained.model.name} + {trained.loss.name}")
     return metrics
 
 

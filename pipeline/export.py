@@ -15,7 +15,7 @@ def main() -> None:
     state = checkpoint.load(Path(params.paths.train) / checkpoint.FILENAME)
     target = export_generator(
         checkpoint.load_generator(state, "G_ema"),
-        config=state["config"],
+        cfg=state["config"],
         root=params.paths.models,
         version=params.export.version,
         atol=params.export.parity_atol,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +14,7 @@ import yaml
 
 from gans.atomic import atomic_file
 from gans.config import ConfigError, EvalConfig, ExportConfig, GANConfig, require_positive, section_from_mapping
+from gans.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
@@ -70,7 +72,6 @@ class Params:
     export: ExportConfig = field(default_factory=ExportConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 _GAN_SECTIONS = tuple(f.name for f in dataclasses.fields(GANConfig))
@@ -86,7 +87,7 @@ def parse_params(raw: dict[str, Any]) -> Params:
     if unknown:
         raise ConfigError(f"Unknown params section {unknown[0]!r}; allowed sections: {', '.join(allowed)}.")
     others = {name: section_from_mapping(cls, raw.get(name), name) for name, cls in _OTHER_SECTIONS.items()}
-    return Params(gan=GANConfig.from_dict(raw), raw=raw, **others)
+    return Params(gan=GANConfig.from_dict(raw), **others)
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:
@@ -112,25 +113,8 @@ def print_config(stage: str, config: Any) -> None:
 
 def run_stage(name: str, main) -> None:
     """Run a stage's ``main``; a user error (bad params, missing input) becomes one clear line and exit code 1."""
-    import sys
-
-    from gans.checkpoint import CheckpointError
-    from gans.data import DatasetError
-    from gans.export import ExportError
-    from gans.registry import RegistryError
-    from gans.sources import SourceError
-
-    user_errors: tuple[type[BaseException], ...] = (
-        ConfigError, RegistryError, DatasetError, CheckpointError, ExportError, SourceError,
-    )
-    try:
-        from gans.metrics import MetricsError
-
-        user_errors += (MetricsError,)
-    except ImportError:  # torch-fidelity missing: the import error itself is the message
-        pass
     try:
         main()
-    except user_errors as error:
+    except UserError as error:
         print(f"[{name}] error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

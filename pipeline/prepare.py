@@ -6,33 +6,13 @@ Images are processed by ``data.workers`` local processes, or across the Ray clus
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
 import time
-from typing import Any, Iterator, Optional
+from typing import Any
 
-from gans.data import iter_outcomes, write_prepared_stream
+from gans.prepare.stream import check_source_and_crop, iter_outcomes, write_prepared_stream
 from pipeline.params import load_params, print_config, run_stage
-
-
-@contextlib.contextmanager
-def cluster_pool(address: Optional[str]) -> Iterator[Optional[Any]]:
-    """Ray's multiprocessing Pool over the cluster at ``address`` (one process per CPU), or None locally."""
-    if not address:
-        yield None
-        return
-    import ray
-    from ray.util.multiprocessing import Pool
-
-    from pipeline.ray_train import init_ray
-
-    init_ray(address)
-    pool = Pool(processes=max(1, int(ray.cluster_resources().get("CPU", 1))))
-    try:
-        yield pool
-    finally:
-        pool.terminate()
-        ray.shutdown()
 
 
 def _manifest_base(params) -> dict[str, Any]:
@@ -40,7 +20,7 @@ def _manifest_base(params) -> dict[str, Any]:
     return {
         "source": cfg.source,
         "crop": cfg.crop,
-        "params": params.raw.get("data", {}),
+        "config": dataclasses.asdict(cfg),
         "stored_dtype": "uint8",
         "value_range": [-1.0, 1.0],
         "scaling": "x / 127.5 - 1",
@@ -51,8 +31,11 @@ def main() -> None:
     params = load_params()
     cfg, out_dir = params.gan.data, params.paths.prepared
     print_config("prepare", cfg)
+    check_source_and_crop(cfg)
     workers = cfg.workers or os.cpu_count() or 1
     started = time.perf_counter()
+    from pipeline.ray_runtime import cluster_pool  # Ray loads only when the cluster is used
+
     with cluster_pool(params.ray.address) as pool:
         manifest = write_prepared_stream(out_dir, iter_outcomes(cfg, workers=workers, pool=pool), _manifest_base(params))
     seconds = time.perf_counter() - started

@@ -1,83 +1,75 @@
 """Stage ``train``: the GAN loop on a Ray Train TorchTrainer (local Ray by default, or ``ray.address``).
 
-Writes the final full-state checkpoint to ``paths.train/checkpoint.pt`` and per-step metrics to
-``paths.train_live`` (DVCLive). Ray keeps its own checkpoints under ``ray.storage_path/train``; with
-``train.resume: true`` the run continues from the latest of them.
+Writes the final full-state checkpoint to ``paths.train/checkpoint.pt``, the resolved config and the
+replicas' fingerprints to ``paths.train/run.json``, and per-step metrics to ``paths.train_live`` (DVCLive).
+Ray keeps its own checkpoints under ``ray.storage_path``; with ``train.resume: true`` the run continues
+from the latest of them, otherwise it starts fresh.
 """
 
 from __future__ import annotations
 
-import math
-import os
+import dataclasses
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
-import ray
+import torch
 
-from gans.atomic import atomic_file
+from gans import checkpoint
+from gans.config import GANConfig
+from gans.data import PreparedDataset
+from gans.loop import check_config, fit
+from pipeline import ray_runtime
+from pipeline.live import LiveLog
 from pipeline.params import Params, load_params, print_config, run_stage, write_json
-from pipeline.ray_train import RUN_NAME, init_ray, latest_checkpoint_file, make_trainer
 
 
-def _absolute(path: str) -> str:
-    return path if "://" in path else str(Path(path).resolve())
+def train_func_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: ``gans.loop.fit`` with DVCLive on rank 0 and snapshots reported to Ray."""
+    cfg: GANConfig = config["cfg"]
+    # Match torch's thread pool to the CPUs Ray reserved: oversubscribed cores slow DDP on CPU several-fold.
+    torch.set_num_threads(config["threads"])
+    dataset = PreparedDataset(config["prepared"])
+    rank = ray_runtime.worker_rank()
+    with ray_runtime.restored_checkpoint() as directory:
+        resume_state = None if directory is None else checkpoint.load(directory)
+    if resume_state is not None and rank == 0:
+        print(f"[train] resuming from step {resume_state['step']}", flush=True)
 
-
-def latest_ray_checkpoint(run_dir: Path) -> Optional[str]:
-    """The newest ``checkpoint_*/checkpoint.pt`` of a local Ray Train run, if any."""
-    found = sorted(run_dir.glob("checkpoint_*/checkpoint.pt"))
-    return str(found[-1]) if found else None
+    log = LiveLog(config["live_dir"], cfg.train.steps, resume=resume_state is not None) if rank == 0 else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="gan-snapshots-") as work_dir:
+            fit(cfg, dataset, work_dir=work_dir, device=ray_runtime.worker_device(), resume=resume_state,
+                log=log, report=ray_runtime.report)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def run(params: Params) -> Path:
-    """Train with Ray; return the path of the final checkpoint copied into ``paths.train``."""
-    storage = _absolute(params.ray.storage_path)
-    resume_from = None
-    if "://" not in storage:
-        run_dir = Path(storage) / RUN_NAME
-        if params.gan.train.resume:
-            resume_from = latest_ray_checkpoint(run_dir)
-            print(f"[train] resuming from {resume_from}" if resume_from else "[train] nothing to resume; starting fresh")
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)  # a DVC run starts from scratch
-    live_dir = _absolute(params.paths.train_live)
-    if resume_from is None:
+    """Train with Ray; return the path of the final checkpoint in ``paths.train``."""
+    live_dir = Path(params.paths.train_live).resolve()
+    if not params.gan.train.resume:
         shutil.rmtree(live_dir, ignore_errors=True)
-
-    workers = params.ray.num_workers
-    init_ray(params.ray.address, num_cpus=max(os.cpu_count() or 1, math.ceil(workers * params.ray.cpus_per_worker)))
-    try:
-        trainer = make_trainer(
-            params.raw,
-            prepared=_absolute(params.paths.prepared),
-            live_dir=live_dir,
-            storage_path=storage,
-            num_workers=workers,
-            use_gpu=params.ray.use_gpu,
-            cpus_per_worker=params.ray.cpus_per_worker,
-            placement_strategy=params.ray.placement_strategy,
-            max_failures=params.ray.max_failures,
-            resume_from=resume_from,
-        )
-        result = trainer.fit()
-        source = latest_checkpoint_file(result)
-        replicas = result.metrics.get("replica_fingerprints", [])
-    finally:
-        ray.shutdown()
-
-    out_dir = Path(params.paths.train)
-    target = out_dir / "checkpoint.pt"
-    with atomic_file(target) as tmp:
-        shutil.copyfile(source, tmp)
-    shutil.rmtree(source.parent, ignore_errors=True)  # the temporary copy made by latest_checkpoint_file
-    write_json(out_dir / "run.json", {"params": params.raw, "workers": len(replicas), "replica_fingerprints": replicas})
+    target = Path(params.paths.train) / checkpoint.FILENAME
+    loop_config = {"cfg": params.gan, "prepared": str(Path(params.paths.prepared).resolve()), "live_dir": str(live_dir)}
+    metrics = ray_runtime.train(train_func_per_worker, loop_config, params.ray, resume=params.gan.train.resume,
+                                checkpoint_file=checkpoint.FILENAME, target=target)
+    replicas = list(metrics.get("replica_fingerprints", []))
+    write_json(Path(params.paths.train) / "run.json", {
+        "config": params.gan.to_dict(),
+        "ray": dataclasses.asdict(params.ray),
+        "workers": len(replicas),
+        "replica_fingerprints": replicas,
+    })
     print(f"[train] final checkpoint → {target}", flush=True)
     return target
 
 
 def main() -> None:
     params = load_params()
+    check_config(params.gan)  # before Ray starts: a bad model or loss name fails in a second, not after start-up
     print_config("train", params.gan)
     run(params)
 

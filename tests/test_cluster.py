@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gans import checkpoint, dist
-from tests.test_ray_train import _params
+from tests.test_ray_train import stage_params
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -41,14 +41,17 @@ def two_node_cluster(monkeypatch):
 
 
 def test_train_joins_a_two_node_cluster_with_one_worker_per_node(tmp_path, tiny_dataset, two_node_cluster):
+    import dataclasses
+
     import ray
 
-    from pipeline.params import parse_params
     from pipeline.train import run
 
-    params = _params(tmp_path, tiny_dataset, steps=4, resume=False)
-    raw = {**params.raw, "ray": {**params.raw["ray"], "address": two_node_cluster, "placement_strategy": "STRICT_SPREAD"}}
-    state = checkpoint.load(run(parse_params(raw)))
+    params = stage_params(tmp_path, tiny_dataset)
+    params = dataclasses.replace(
+        params, ray=dataclasses.replace(params.ray, address=two_node_cluster, placement_strategy="STRICT_SPREAD")
+    )
+    state = checkpoint.load(run(params))
     assert not ray.is_initialized()  # the stage disconnects when done
 
     assert state["step"] == 4 and state["world_size"] == 2
@@ -61,8 +64,9 @@ def test_train_joins_a_two_node_cluster_with_one_worker_per_node(tmp_path, tiny_
 
 def test_prepare_on_the_cluster_matches_serial(tmp_path, two_node_cluster):
     """Images processed by Ray's Pool across two nodes give the same bytes as a serial run."""
-    from gans.data import IMAGES_FILE, iter_outcomes, write_prepared_stream
-    from pipeline.prepare import cluster_pool
+    from gans.data import IMAGES_FILE
+    from gans.prepare.stream import iter_outcomes, write_prepared_stream
+    from pipeline.ray_runtime import cluster_pool
     from tests.test_sources import _cfg, _write_folder
 
     cfg = _cfg("folder", _write_folder(tmp_path / "photos"))

@@ -1,7 +1,7 @@
 import pytest
 
 from gans.config import ConfigError, GANConfig, OptimConfig
-from gans.registry import Registry, RegistryError
+from gans.loop import check_config
 from pipeline.params import parse_params
 
 
@@ -30,12 +30,37 @@ def test_unknown_key_names_the_key_and_the_allowed_keys():
     ],
 )
 def test_bad_values_fail_at_load_with_key_and_allowed_values(params, message):
+    """Values are checked when the config is built; names of models and losses by ``check_config``, which
+    the train stage calls right after loading (and ``fit`` before anything else)."""
     with pytest.raises(ConfigError, match=message):
-        GANConfig.from_dict(params)
+        check_config(GANConfig.from_dict(params))
 
 
 def test_mlp_accepts_any_resolution():
-    assert GANConfig.from_dict({"model": {"name": "mlp"}, "data": {"resolution": 20}}).image_shape == (1, 20, 20)
+    cfg = GANConfig.from_dict({"model": {"name": "mlp"}, "data": {"resolution": 20}})
+    check_config(cfg)
+    assert cfg.image_shape == (1, 20, 20)
+
+
+def test_dataclass_defaults_are_the_committed_params_yaml():
+    """One source of truth: GANConfig() in a notebook is the run `dvc repro` makes (a drift fails here)."""
+    import dataclasses
+
+    from pipeline.params import Params, load_params
+
+    committed = load_params()
+    for section in dataclasses.fields(Params):
+        assert getattr(committed, section.name) == getattr(Params(), section.name), f"params.yaml {section.name}"
+
+
+def test_prepare_checks_source_and_crop_names():
+    from gans.config import DataConfig
+    from gans.prepare.stream import check_source_and_crop
+
+    with pytest.raises(ConfigError, match=r"^data\.crop='mtcn' is not valid; allowed values: center, mtcnn, none\.$"):
+        check_source_and_crop(DataConfig(crop="mtcn"))
+    with pytest.raises(ConfigError, match=r"^data\.source='lfw' is not valid; allowed values: celeba, cifar10, digits"):
+        check_source_and_crop(DataConfig(source="lfw"))
 
 
 def test_params_reject_unknown_sections_and_keys():
@@ -45,21 +70,3 @@ def test_params_reject_unknown_sections_and_keys():
         parse_params({"ray": {"workers": 2}})
     with pytest.raises(ConfigError, match=r"ray\.placement_strategy='ANY'"):
         parse_params({"ray": {"placement_strategy": "ANY"}})
-
-
-def test_committed_params_yaml_loads():
-    from pipeline.params import load_params
-
-    params = load_params()
-    assert params.gan.model.name in ("mlp", "dcgan")
-    assert params.paths.eval_metrics.endswith(".json")
-
-
-def test_registry_typo_lists_valid_names():
-    registry = Registry("widget")
-    registry.register("alpha")(object())
-    registry.register("beta")(object())
-    with pytest.raises(RegistryError, match=r"Unknown widget 'alpah'; valid names are: alpha, beta\."):
-        registry.get("alpah")
-    with pytest.raises(RegistryError, match="already registered"):
-        registry.register("alpha")(object())

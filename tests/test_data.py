@@ -5,16 +5,8 @@ import pytest
 import torch
 
 from gans.config import DataConfig
-from gans.data import (
-    DatasetError,
-    PreparedDataset,
-    batch_indices,
-    prepare_images,
-    to_square_uint8,
-    to_uint8,
-    to_unit_range,
-    write_prepared,
-)
+from gans.data import DatasetError, PreparedDataset, batch_indices, to_uint8, to_unit_range, write_prepared
+from gans.prepare.stream import prepare_images, to_square_uint8
 
 
 def test_unit_range_contract_round_trips():
@@ -50,7 +42,8 @@ def test_write_is_atomic_and_readable(tmp_path):
 
 
 def test_streamed_images_file_is_the_same_npy_that_numpy_writes(tmp_path):
-    from gans.data import IMAGES_FILE, Outcome, write_prepared_stream
+    from gans.data import IMAGES_FILE
+    from gans.prepare.stream import Outcome, write_prepared_stream
 
     images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
     outcomes = [Outcome(f"{i}", image, None, f"{i}") for i, image in enumerate(images)]

@@ -15,8 +15,8 @@ def test_export_writes_a_versioned_torchscript_with_signature(tmp_path, tiny_dat
     generator = checkpoint.load_generator(state)
     root = tmp_path / "models"
 
-    first = export_generator(generator, config=state["config"], root=root)
-    second = export_generator(generator, config=state["config"], root=root)
+    first = export_generator(generator, cfg=state["config"], root=root)
+    second = export_generator(generator, cfg=state["config"], root=root)
     assert (first.name, second.name) == ("1", "2")
     assert (root / "LATEST").read_text().strip() == "2"
     assert next_version(root) == "3"
@@ -37,14 +37,14 @@ def test_export_writes_a_versioned_torchscript_with_signature(tmp_path, tiny_dat
 def test_export_refuses_to_overwrite_and_reports_parity_failures(tmp_path, tiny_dataset, monkeypatch):
     state = fit(tiny_config(train={"steps": 1}), tiny_dataset, work_dir=tmp_path / "work")
     generator = checkpoint.load_generator(state)
-    export_generator(generator, config=state["config"], root=tmp_path / "m", version="v1")
+    export_generator(generator, cfg=state["config"], root=tmp_path / "m", version="v1")
     with pytest.raises(ExportError, match="already exists"):
-        export_generator(generator, config=state["config"], root=tmp_path / "m", version="v1")
+        export_generator(generator, cfg=state["config"], root=tmp_path / "m", version="v1")
 
     import gans.export
 
     monkeypatch.setattr(gans.export, "parity", lambda *args, **kwargs: 0.5)
     with pytest.raises(ExportError, match="differs from the eager model by 0.5"):
-        export_generator(generator, config=state["config"], root=tmp_path / "m", version="v2")
+        export_generator(generator, cfg=state["config"], root=tmp_path / "m", version="v2")
     assert not (tmp_path / "m" / "v2").exists()
     assert json.loads((tmp_path / "m" / "v1" / "signature.json").read_text())["version"] == "v1"

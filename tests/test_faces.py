@@ -5,9 +5,10 @@ import pytest
 from PIL import Image
 
 from gans.config import DataConfig
-from gans.crops import CROPS, Rejected
-from gans.data import prepare_images
-from gans.faces import crop_faces, crop_square, detect, square_box
+from gans.errors import Rejected
+from gans.prepare.crops import CROPS
+from gans.prepare.faces import crop_faces, crop_square, detect, square_box
+from gans.prepare.stream import prepare_images
 from tests.conftest import lfw_photo
 
 
@@ -52,7 +53,7 @@ def test_faces_are_found_and_non_faces_are_not():
 
 @pytest.mark.parametrize("batch_pixels", [16_000_000, 30_000], ids=["one-call-per-size", "three-per-call"])
 def test_batched_detection_matches_one_image_at_a_time_and_keeps_order(monkeypatch, batch_pixels):
-    monkeypatch.setattr("gans.faces.BATCH_PIXELS", batch_pixels)
+    monkeypatch.setattr("gans.prepare.faces.BATCH_PIXELS", batch_pixels)
     faces = _lfw_at_100px(12)
     small = [np.asarray(Image.fromarray(face).resize((80, 80), Image.BICUBIC)) for face in faces[:4]]
     images = [faces[0], small[0], *faces[1:8], *small[1:], np.zeros((8, 8, 3), np.uint8)]  # sizes interleaved
@@ -83,7 +84,7 @@ def test_crop_square_pads_outside_the_image():
 
 
 def test_prepare_counts_rejections_by_reason(monkeypatch):
-    from gans.sources import SOURCES, RawImage
+    from gans.prepare.sources import SOURCES, RawImage
 
     faces = _lfw_at_100px(4)
     blanks = [np.full((100, 100, 3), value, dtype=np.uint8) for value in (40, 200)]

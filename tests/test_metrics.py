@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gans import metrics
-from gans.data import prepare_images
+from gans.prepare.stream import prepare_images
 from gans.config import DataConfig
 
 

@@ -1,65 +1,92 @@
-"""A real 2-worker Ray Train DDP run on CPU."""
+"""The train stage on a real local Ray cluster: 2-worker DDP on CPU, resume, fresh runs on any storage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
 
 import pytest
-import ray
-import torch
 
 from gans import checkpoint, dist
-from pipeline.ray_train import init_ray, latest_checkpoint_file, make_trainer
+from gans.config import ConfigError
+from pipeline.params import Params, PathsConfig, RayConfig
 from tests.conftest import tiny_config
+
+
+def stage_params(tmp_path, tiny_dataset, storage: str | None = None, workers: int = 2, **sections) -> Params:
+    """Params of a tiny 2-worker train stage writing under ``tmp_path`` (``sections`` override the config)."""
+    train = {"steps": 4, "log_every": 2, "snapshot_every": 2, "batch_size": 4, **sections.pop("train", {})}
+    paths = PathsConfig(prepared=str(tiny_dataset.path), train=str(tmp_path / "train"), train_live=str(tmp_path / "live"))
+    return Params(
+        gan=tiny_config(train=train, **sections),
+        ray=RayConfig(num_workers=workers, storage_path=storage or str(tmp_path / "ray")),
+        paths=paths,
+    )
+
+
+def _run(params: Params) -> dict:
+    from pipeline.train import run
+
+    return checkpoint.load(run(params))
 
 
 @pytest.mark.parametrize("model, loss", [("dcgan", "bce"), ("sagan", "wgan-gp")])
 def test_two_worker_ddp_run_keeps_replicas_identical(tmp_path, tiny_dataset, model, loss):
     """DDP averages gradients (the WGAN-GP penalty's double backward included), so replicas stay bit-identical."""
-    cfg = tiny_config(model={"name": model}, loss={"name": loss}, train={"steps": 6, "log_every": 3, "snapshot_every": 3, "batch_size": 4})
-    init_ray(None, num_cpus=2)
-    try:
-        result = make_trainer(
-            cfg.to_dict(),
-            prepared=str(tiny_dataset.path),
-            live_dir=str(tmp_path / "live"),
-            storage_path=str(tmp_path / "ray"),
-            num_workers=2,
-        ).fit()
-        path = latest_checkpoint_file(result)
-    finally:
-        ray.shutdown()
+    params = stage_params(tmp_path, tiny_dataset, model={"name": model}, loss={"name": loss},
+                          train={"steps": 6, "log_every": 3, "snapshot_every": 3})
+    state = _run(params)
 
-    fingerprints = result.metrics["replica_fingerprints"]
-    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
-    state = checkpoint.load(path)
-    assert state["step"] == 6 and state["world_size"] == 2
-    assert dist.fingerprint(state["G"]) == fingerprints[0]
-    assert any(not torch.equal(state["G"][k], state["G_init"][k]) for k in state["G"] if state["G"][k].is_floating_point())
-    # Rank 0 logged every 3 steps with DVCLive.
-    assert (tmp_path / "live" / "plots" / "metrics" / "d_loss.tsv").read_text().count("\n") == 3
-
-
-def _params(tmp_path, tiny_dataset, steps: int, resume: bool):
-    from pipeline.params import parse_params
-
-    cfg = tiny_config(train={"steps": steps, "log_every": 2, "snapshot_every": 2, "batch_size": 4, "resume": resume})
-    raw = {**cfg.to_dict(), "ray": {"num_workers": 2, "storage_path": str(tmp_path / "ray")}}
-    raw["paths"] = {
-        "prepared": str(tiny_dataset.path),
-        "train": str(tmp_path / "train"),
-        "train_live": str(tmp_path / "live"),
-    }
-    return parse_params(raw)
+    run_info = json.loads((tmp_path / "train" / "run.json").read_text())
+    fingerprints = run_info["replica_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1] == dist.fingerprint(state["G"])
+    assert state["step"] == 6 and state["world_size"] == 2 and state["config"] == params.gan
+    # run.json holds the resolved config, defaults included (not just the keys a params file spelled out).
+    assert run_info["config"] == json.loads(json.dumps(params.gan.to_dict()))
+    assert run_info["config"]["train"]["ema_decay"] == params.gan.train.ema_decay
+    assert any(not (state["G"][k] == state["G_init"][k]).all() for k in state["G"] if state["G"][k].is_floating_point())
+    # Rank 0 logged every 3 steps with DVCLive, each value at its own step.
+    rows = (tmp_path / "live" / "plots" / "metrics" / "d_loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows] == ["step", "3", "6"]
 
 
 def test_train_stage_resumes_a_run_through_ray_checkpoints(tmp_path, tiny_dataset):
     """4 steps, then `train.resume: true` to 8 steps == 8 steps straight (bit-identical generator)."""
-    from pipeline.train import run
-
-    straight = checkpoint.load(run(_params(tmp_path / "a", tiny_dataset, steps=8, resume=False)))
-    run(_params(tmp_path / "b", tiny_dataset, steps=4, resume=False))
-    resumed = checkpoint.load(run(_params(tmp_path / "b", tiny_dataset, steps=8, resume=True)))
+    straight = _run(stage_params(tmp_path / "a", tiny_dataset, train={"steps": 8}))
+    _run(stage_params(tmp_path / "b", tiny_dataset, train={"steps": 4}))
+    resumed = _run(stage_params(tmp_path / "b", tiny_dataset, train={"steps": 8, "resume": True}))
 
     assert resumed["step"] == straight["step"] == 8
     assert [row["step"] for row in resumed["history"]] == [2, 4, 6, 8]
     assert dist.fingerprint(resumed["G"]) == dist.fingerprint(straight["G"])
     assert dist.fingerprint(resumed["G_ema"]) == dist.fingerprint(straight["G_ema"])
-    # DVCLive kept the first half's rows and appended the second half's.
-    assert (tmp_path / "b" / "live" / "plots" / "metrics" / "g_loss.tsv").read_text().count("\n") == 1 + 4
+    # DVCLive kept the first half's rows and appended the second half's, each at its own step.
+    rows = (tmp_path / "b" / "live" / "plots" / "metrics" / "g_loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows] == ["step", "2", "4", "6", "8"]
+
+
+def test_a_fresh_run_on_uri_storage_starts_fresh(tmp_path, tiny_dataset):
+    """With `storage_path: file://...` (any URI), `train.resume: false` must not reload the old run."""
+    storage = (tmp_path / "remote").as_uri()
+    first = _run(stage_params(tmp_path, tiny_dataset, storage=storage))
+    assert first["step"] == 4
+    # A different model under the same run name: reloading the old run would refuse it ("Cannot resume").
+    second = _run(stage_params(tmp_path, tiny_dataset, storage=storage, model={"g_width": 16}))
+    assert second["step"] == 4 and [row["step"] for row in second["history"]] == [2, 4]
+    assert second["config"].model.g_width == 16
+
+
+def test_resume_refuses_a_changed_seed_or_worker_count(tmp_path, tiny_dataset):
+    """A resume that would silently change the data order or the noise streams fails with one sentence."""
+    from gans.loop import fit, resume_conflicts
+
+    state = fit(tiny_config(train={"steps": 2}), tiny_dataset, work_dir=tmp_path / "a")
+    saved = state["config"]
+    changed = tiny_config(train={"steps": 4, "seed": 1, "batch_size": 2, "n_critic": 2})
+    assert resume_conflicts(saved, 1, changed, 2) == [
+        "train.seed 0 → 1", "train.batch_size 4 → 2", "train.n_critic 1 → 2", "world size (workers) 1 → 2",
+    ]
+    assert resume_conflicts(saved, 1, dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=9)), 1) == []
+    with pytest.raises(ConfigError, match=r"^Cannot resume: the checkpoint's run differs \(train\.seed 0 → 1\); "
+                                          r"set train\.resume: false to start fresh\.$"):
+        fit(tiny_config(train={"steps": 4, "seed": 1}), tiny_dataset, work_dir=tmp_path / "b", resume=state)

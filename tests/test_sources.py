@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from gans.config import DataConfig
-from gans.data import prepare_images
-from gans.sources import SOURCES, SourceError, decode
+from gans.prepare.sources import SOURCES, SourceError, decode
+from gans.prepare.stream import prepare_images
 from tests.conftest import lfw_photo
 
 
@@ -125,8 +125,8 @@ def test_every_bad_file_gets_its_reason_and_nothing_crashes(tmp_path):
 
 
 def test_an_exif_rotated_face_is_found_and_cropped_upright():
-    from gans.data import process_chunk
-    from gans.sources import RawImage
+    from gans.prepare.sources import RawImage
+    from gans.prepare.stream import process_chunk
 
     upright = _face(8)
     raws = [RawImage("rotated.jpg", data=_exif_rotated(upright)), RawImage("upright.jpg", data=_jpeg(upright))]
@@ -181,7 +181,8 @@ def test_embedded_sources_ship_inside_packages(source, count, side):
 
 
 def test_parallel_streamed_output_is_byte_identical_to_serial(tmp_path):
-    from gans.data import IMAGES_FILE, content_hash, iter_outcomes, write_prepared_stream
+    from gans.data import IMAGES_FILE, content_hash
+    from gans.prepare.stream import iter_outcomes, write_prepared_stream
 
     cfg = _cfg("folder", _write_folder(tmp_path / "photos"))
     in_memory, counts, _ = prepare_images(cfg, progress=False)
@@ -201,7 +202,8 @@ def test_parallel_streamed_output_is_byte_identical_to_serial(tmp_path):
 
 
 def test_a_stream_that_keeps_nothing_leaves_nothing_behind(tmp_path):
-    from gans.data import DatasetError, iter_outcomes, write_prepared_stream
+    from gans.data import DatasetError
+    from gans.prepare.stream import iter_outcomes, write_prepared_stream
 
     folder = tmp_path / "bad"
     folder.mkdir()

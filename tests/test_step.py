@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from gans.ema import make_ema, update_ema
+from gans.ema import copy_buffers, make_ema, update_ema
 from gans.losses import build_loss
 from gans.models import build_models
-from gans.step import discriminator_step, generator_step
+from gans.step import discriminator_step, generator_step, replaying_randomness
 from tests.conftest import tiny_config
 
 
@@ -51,3 +51,30 @@ def test_ema_arithmetic():
     update_ema(ema, model, decay=0.0)
     assert torch.equal(ema.weight, model.weight)
     assert not any(p.requires_grad for p in ema.parameters())
+
+
+def test_copy_buffers_copies_statistics_and_leaves_weights():
+    model = torch.nn.BatchNorm1d(3)
+    ema = make_ema(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.running_mean.fill_(5.0)
+    copy_buffers(ema, model)
+    assert torch.equal(ema.running_mean, model.running_mean)
+    assert torch.equal(ema.weight, torch.ones(3))  # the average is not touched
+
+
+def test_the_gradient_penalty_sees_the_dropout_mask_of_the_scored_real_batch():
+    """The MLP critic draws a dropout mask per forward; the penalty's forward replays the one D(real) used."""
+    cfg = tiny_config(model={"name": "mlp", "d_dropout": 0.5}, loss={"name": "wgan-gp"})
+    torch.manual_seed(0)
+    _, D = build_models(cfg)
+    real = torch.rand(4, 1, 32, 32) * 2 - 1
+    critic = replaying_randomness(D, real.device)
+    scored = D(real)
+    assert not torch.equal(D(real), scored)  # a plain second forward draws another mask
+    assert torch.equal(critic(real), scored) and torch.equal(critic(real), scored)  # the replay gives the same function
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    build_models(cfg), torch.rand(4, 1, 32, 32), D(real), D(real)  # the same draws without the replays
+    assert torch.equal(torch.rand(1), after)  # replaying leaves the global random stream as it was

@@ -5,14 +5,24 @@ A family is a class with ``resolutions`` (supported image sides, or None for any
 of shape [N].
 """
 
-from gans.registry import Registry
+from gans.config import ConfigError, require_registered
+from gans.models import dcgan, mlp, sagan  # noqa: F401  (importing a family registers it)
+from gans.models.families import MODELS
 
-MODELS: Registry = Registry("model")
 
-from gans.models import dcgan, mlp, sagan  # noqa: E402,F401  (register the families)
+def check_model_config(cfg) -> None:
+    """``model.name`` is a family that can make ``data.resolution``; ``ConfigError`` naming the key otherwise."""
+    require_registered(MODELS, cfg.model.name, "model.name")
+    resolutions = MODELS.get(cfg.model.name).resolutions
+    if resolutions is not None and cfg.data.resolution not in resolutions:
+        raise ConfigError(
+            f"data.resolution={cfg.data.resolution} is not supported by model {cfg.model.name!r}; "
+            f"allowed values: {', '.join(map(str, resolutions))}."
+        )
 
 
 def build_models(cfg):
     """(G, D) for a ``GANConfig``."""
+    check_model_config(cfg)
     family = MODELS.get(cfg.model.name)
     return family.generator(cfg), family.discriminator(cfg)

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from gans.models import MODELS
+from gans.models.families import MODELS
 from gans.models.layers import init_dcgan_weights
 
 

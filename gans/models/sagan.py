@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gans.models import MODELS
+from gans.models.families import MODELS
 from gans.models.layers import SelfAttention, apply_spectral_norm, doubling_levels, init_dcgan_weights
 
 

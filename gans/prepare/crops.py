@@ -13,17 +13,10 @@ from typing import Callable, Union
 
 import numpy as np
 
+from gans.errors import Rejected
 from gans.registry import Registry
 
 CROPS: Registry = Registry("crop mode")
-
-
-class Rejected(Exception):
-    """An image was skipped; ``reason`` is a short label counted in the manifest (e.g. "no face")."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 CropResult = Union[np.ndarray, Rejected]
@@ -64,10 +57,10 @@ CROPS.register("none")(per_image(whole))
 
 @CROPS.register("mtcnn")
 def mtcnn(images: list[np.ndarray], cfg) -> list[CropResult]:
-    """The most confident face found by MTCNN, widened by ``data.margin`` and made square (gans.faces).
+    """The most confident face found by MTCNN, widened by ``data.margin`` and made square (gans.prepare.faces).
 
     Detection runs batched (images of one size together) on the GPU when there is one.
     """
-    from gans.faces import crop_faces
+    from gans.prepare.faces import crop_faces  # facenet-pytorch loads only when a face crop is asked for
 
     return crop_faces(images, min_prob=cfg.min_face_prob, margin=cfg.margin)

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from gans.crops import Rejected
+from gans.errors import Rejected
 
 
 MIN_FACE_SIZE = 20

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from gans.crops import Rejected
+from gans.errors import Rejected, UserError
 from gans.registry import Registry
 
 SOURCES: Registry = Registry("data source")
@@ -43,7 +43,7 @@ class RawImage:
         return self.pixels
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError):
     """A source's path is missing or holds no images."""
 
 
