@@ -57,7 +57,7 @@ def stored_config(stored: dict[str, Any], path: str | os.PathLike = "the checkpo
     try:
         return GANConfig.from_dict(stored)
     except ConfigError as error:
-        raise CheckpointError(f"{path} holds a config this code no longer accepts ({error}); retrain.") from error
+        raise CheckpointError(f"{path} holds a config this code no longer accepts ({str(error).rstrip('.')}); retrain.") from error
 
 
 def load_generator(state: dict[str, Any], key: str = "G_ema") -> torch.nn.Module:

@@ -33,7 +33,6 @@ LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
 
 
-
 def resume_conflicts(saved: GANConfig, saved_world_size: int, cfg: GANConfig, world_size: int) -> list[str]:
     """What differs between a checkpoint's run and the run that would continue it, as "key: old → new".
 

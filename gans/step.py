@@ -97,8 +97,8 @@ def discriminator_step(
     with torch.no_grad(), precision.autocast():
         fake = G_plain(z)
     with precision.autocast():
-        # The penalty's critic replays the random draws (dropout masks) of D(real): one function is scored and penalised.
-        penalty_critic = replaying_randomness(D_plain or D, real.device)
+        if loss.gp_weight > 0:  # replays D(real)'s dropout masks: the penalty is on the function that was scored
+            penalty_critic = replaying_randomness(D_plain or D, real.device)
         real_logits, fake_logits = D(real).float(), D(fake).float()
         d_loss = loss.d_loss(real_logits, fake_logits, generator=generator)
         penalty = torch.zeros(())

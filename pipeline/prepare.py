@@ -6,13 +6,23 @@ Images are processed by ``data.workers`` local processes, or across the Ray clus
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, ContextManager, Optional
 
 from gans.prepare.stream import check_source_and_crop, iter_outcomes, write_prepared_stream
 from pipeline.params import load_params, print_config, run_stage
+
+
+def _pool(address: Optional[str]) -> ContextManager[Optional[Any]]:
+    """Ray's Pool over the cluster at ``ray.address`` (Ray is imported only then), or None for local workers."""
+    if not address:
+        return contextlib.nullcontext()
+    from pipeline.ray_runtime.cluster import cluster_pool
+
+    return cluster_pool(address)
 
 
 def _manifest_base(params) -> dict[str, Any]:
@@ -34,9 +44,7 @@ def main() -> None:
     check_source_and_crop(cfg)
     workers = cfg.workers or os.cpu_count() or 1
     started = time.perf_counter()
-    from pipeline.ray_runtime import cluster_pool  # Ray loads only when the cluster is used
-
-    with cluster_pool(params.ray.address) as pool:
+    with _pool(params.ray.address) as pool:
         manifest = write_prepared_stream(out_dir, iter_outcomes(cfg, workers=workers, pool=pool), _manifest_base(params))
     seconds = time.perf_counter() - started
     where = f"{workers} workers" if pool is None else f"the Ray cluster at {params.ray.address}"

@@ -20,7 +20,7 @@ from gans import checkpoint
 from gans.config import GANConfig
 from gans.data import PreparedDataset
 from gans.loop import check_config, fit
-from pipeline import ray_runtime
+from pipeline.ray_runtime import training as ray_training
 from pipeline.live import LiveLog
 from pipeline.params import Params, load_params, print_config, run_stage, write_json
 
@@ -31,8 +31,8 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     # Match torch's thread pool to the CPUs Ray reserved: oversubscribed cores slow DDP on CPU several-fold.
     torch.set_num_threads(config["threads"])
     dataset = PreparedDataset(config["prepared"])
-    rank = ray_runtime.worker_rank()
-    with ray_runtime.restored_checkpoint() as directory:
+    rank = ray_training.worker_rank()
+    with ray_training.restored_checkpoint() as directory:
         resume_state = None if directory is None else checkpoint.load(directory)
     if resume_state is not None and rank == 0:
         print(f"[train] resuming from step {resume_state['step']}", flush=True)
@@ -40,8 +40,8 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
     log = LiveLog(config["live_dir"], cfg.train.steps, resume=resume_state is not None) if rank == 0 else None
     try:
         with tempfile.TemporaryDirectory(prefix="gan-snapshots-") as work_dir:
-            fit(cfg, dataset, work_dir=work_dir, device=ray_runtime.worker_device(), resume=resume_state,
-                log=log, report=ray_runtime.report)
+            fit(cfg, dataset, work_dir=work_dir, device=ray_training.worker_device(), resume=resume_state,
+                log=log, report=ray_training.report)
     finally:
         if log is not None:
             log.close()
@@ -54,7 +54,7 @@ def run(params: Params) -> Path:
         shutil.rmtree(live_dir, ignore_errors=True)
     target = Path(params.paths.train) / checkpoint.FILENAME
     loop_config = {"cfg": params.gan, "prepared": str(Path(params.paths.prepared).resolve()), "live_dir": str(live_dir)}
-    metrics = ray_runtime.train(train_func_per_worker, loop_config, params.ray, resume=params.gan.train.resume,
+    metrics = ray_training.train(train_func_per_worker, loop_config, params.ray, resume=params.gan.train.resume,
                                 checkpoint_file=checkpoint.FILENAME, target=target)
     replicas = list(metrics.get("replica_fingerprints", []))
     write_json(Path(params.paths.train) / "run.json", {

@@ -66,7 +66,7 @@ def test_prepare_on_the_cluster_matches_serial(tmp_path, two_node_cluster):
     """Images processed by Ray's Pool across two nodes give the same bytes as a serial run."""
     from gans.data import IMAGES_FILE
     from gans.prepare.stream import iter_outcomes, write_prepared_stream
-    from pipeline.ray_runtime import cluster_pool
+    from pipeline.ray_runtime.cluster import cluster_pool
     from tests.test_sources import _cfg, _write_folder
 
     cfg = _cfg("folder", _write_folder(tmp_path / "photos"))

@@ -64,6 +64,10 @@ def test_train_stage_resumes_a_run_through_ray_checkpoints(tmp_path, tiny_datase
     rows = (tmp_path / "b" / "live" / "plots" / "metrics" / "g_loss.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in rows] == ["step", "2", "4", "6", "8"]
 
+    # A resume that would change the noise streams is refused by the stage in one sentence (a worker raised it).
+    with pytest.raises(ConfigError, match=r"^Cannot resume: the checkpoint's run differs \(train\.seed 0 → 1\)"):
+        _run(stage_params(tmp_path / "b", tiny_dataset, train={"steps": 10, "seed": 1, "resume": True}))
+
 
 def test_a_fresh_run_on_uri_storage_starts_fresh(tmp_path, tiny_dataset):
     """With `storage_path: file://...` (any URI), `train.resume: false` must not reload the old run."""

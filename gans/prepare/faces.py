@@ -116,4 +116,3 @@ def crop_faces(images: list[np.ndarray], min_prob: float = 0.9, margin: float = 
             continue
         crops.append(crop_square(pixels, *square_box(box, margin)))
     return crops
-

@@ -15,7 +15,6 @@ import json
 import multiprocessing
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np

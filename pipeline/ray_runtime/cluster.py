@@ -1,0 +1,98 @@
+"""Ray clusters for the stages: start or join one, where Ray keeps a run, and the Pool for data preparation.
+
+Ray persists each run under ``ray.storage_path/<name>/`` (its ``checkpoint_*`` directories and the
+checkpoint manager's state, from which it restores a run of the same name); only this package knows that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pyarrow.fs
+import ray
+
+from pipeline.params import RayConfig
+
+RUN_NAME = "train"
+
+# Ray Train V2 polls workers every 2 s by default, so each ray.train.report would block up to 2 s;
+# print patching shows every worker line twice; the preemption watcher only matters on spot clusters.
+_RAY_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+# Without the dashboard this Ray Train helper warns every few seconds that the State API is missing.
+_NOISY_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def _quiet_worker_logs() -> None:
+    logging.getLogger(_NOISY_LOGGER).setLevel(logging.ERROR)
+
+
+def init_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
+    """Join ``address`` or start a quiet, private local Ray instance (no-op when Ray is already up)."""
+    if ray.is_initialized():
+        return
+    for key, value in _RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if address:
+        ray.init(address=address)
+        return
+    # A private local instance needs no auth token (and must not create ~/.ray/auth_token).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # "local" starts a new instance even when another Ray cluster runs on this machine.
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env={"worker_process_setup_hook": _quiet_worker_logs},
+    )
+
+
+@contextlib.contextmanager
+def ray_session(ray_cfg: RayConfig) -> Iterator[None]:
+    """Ray for one stage: the cluster at ``ray.address``, or a local instance big enough for the workers."""
+    num_cpus = max(os.cpu_count() or 1, math.ceil(ray_cfg.num_workers * ray_cfg.cpus_per_worker))
+    init_ray(ray_cfg.address, num_cpus=None if ray_cfg.address else num_cpus)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def storage_uri(storage_path: str) -> str:
+    """``ray.storage_path`` as Ray needs it: a URI unchanged, a local path made absolute."""
+    return storage_path if "://" in storage_path else str(Path(storage_path).resolve())
+
+
+def clear_run(storage_path: str, name: str = RUN_NAME) -> None:
+    """Delete the run ``name`` under ``storage_path`` (any pyarrow file system), so the next run starts fresh.
+
+    Ray Train restores a run it finds at the same (storage, name); a fresh run must not inherit one.
+    """
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_uri(storage_path))
+    run_dir = f"{root.rstrip('/')}/{name}"
+    if filesystem.get_file_info(run_dir).type != pyarrow.fs.FileType.NotFound:
+        filesystem.delete_dir(run_dir)
+
+
+@contextlib.contextmanager
+def cluster_pool(address: str) -> Iterator[Any]:
+    """Ray's multiprocessing Pool over the cluster at ``address``, one process per CPU."""
+    from ray.util.multiprocessing import Pool
+
+    init_ray(address)
+    pool = Pool(processes=max(1, int(ray.cluster_resources().get("CPU", 1))))
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        ray.shutdown()

@@ -1,0 +1,63 @@
+"""pipeline/ray_runtime: run storage on any file system, and Tune trials that are Train runs (real Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.params import RayConfig
+from pipeline.ray_runtime import cluster, training
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_clear_run_deletes_only_that_run_wherever_it_is_stored(tmp_path, as_uri):
+    for name in ("train", "other"):
+        (tmp_path / name / "checkpoint_000").mkdir(parents=True)
+        (tmp_path / name / "checkpoint_000" / "checkpoint.pt").write_bytes(b"x")
+    storage = tmp_path.as_uri() if as_uri else str(tmp_path)
+    cluster.clear_run(storage, "train")
+    assert not (tmp_path / "train").exists() and (tmp_path / "other" / "checkpoint_000" / "checkpoint.pt").is_file()
+    cluster.clear_run(storage, "train")  # nothing there: nothing to do, no error
+
+
+def _worker(config):
+    for step in (1, 2):
+        training.report({"score": config["x"] ** 2 + 1 / step, "rank": training.worker_rank()}, step, None)
+
+
+def _trial(config):
+    trainer = training.make_trainer(_worker, {"x": config["x"]}, RayConfig(num_workers=1, storage_path=config["storage"]),
+                                       name=training.trial_name(), report_to_tune=True)
+    trainer.fit()
+
+
+def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
+    """Each trial builds a TorchTrainer; rank 0's reports reach Tune, which ranks the trials."""
+    ray_cfg = RayConfig(num_workers=1, storage_path=str(tmp_path))
+    with cluster.ray_session(ray_cfg):
+        tuner = training.make_tuner(
+            _trial, {"x": __import__("ray").tune.grid_search([2, 1, 3]), "storage": str(tmp_path)}, ray_cfg,
+            metric="score", mode="min", max_concurrent=2,
+        )
+        grid = tuner.fit()
+    assert not grid.errors
+    scores = sorted((result.config["x"], result.metrics["score"], result.metrics["training_iteration"]) for result in grid)
+    assert scores == [(1, 1.5, 2), (2, 4.5, 2), (3, 9.5, 2)]  # the last of two reports each
+    assert grid.get_best_result().config["x"] == 1
+    # Each trial's Train run kept its own directory under the storage, named after the trial.
+    assert len(list(tmp_path.glob("trial-*"))) == 3
+
+
+def test_nothing_outside_ray_runtime_imports_ray():
+    """Ray lives in one place: every other module of gans/ and pipeline/ is free of `import ray`."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [*root.glob("gans/**/*.py"), *root.glob("pipeline/**/*.py")]:
+        if "ray_runtime" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(root)}: {name}" for name in names if name.split(".")[0] == "ray"]
+    assert offenders == []
