@@ -3,13 +3,15 @@
 Same data, step budget (generator updates), seed and FID extractor for every configuration; prints
 FID/KID of each EMA generator (and of its step-0 generator) and writes one comparison grid PNG.
 
-    python bench/quality.py                 # defaults: 2000 G steps, 500 generated images
+    python bench/quality.py                 # defaults: 2000 G steps, 500 generated images, seed 0
     python bench/quality.py --steps 300 --n-fake 100   # a quick look
+    python bench/quality.py --steps 3000 --seeds 0 1 2 --configs "dcgan+bce" "dcgan+bce (bf16, channels_last)"
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +37,12 @@ CONFIGS = {
         "loss": {"name": "hinge"},
         "optim": {"lr_g": 1e-4, "lr_d": 4e-4, "betas_g": [0.0, 0.9], "betas_d": [0.0, 0.9]},
     },
+    "dcgan+bce (bf16, channels_last)": {  # the first row in mixed precision: does it cost quality?
+        "model": {"name": "dcgan"},
+        "loss": {"name": "bce", "label_smoothing": 0.1},
+        "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "betas_g": [0.5, 0.999], "betas_d": [0.5, 0.999]},
+        "train": {"amp": True, "channels_last": True},
+    },
     "wgan-gp": {
         "model": {"name": "dcgan"},
         "loss": {"name": "wgan-gp", "gp_weight": 10.0},
@@ -49,14 +57,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="generator updates per configuration")
     parser.add_argument("--n-fake", type=int, default=500, help="generated images for FID/KID")
     parser.add_argument("--width", type=int, default=32, help="g_width and d_width")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (mean ± std over them)")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     args = parser.parse_args()
 
     base = {
         "data": {"source": "lfw-subset", "resolution": 32, "channels": 1},
         "model": {"z_dim": 64, "g_width": args.width, "d_width": args.width},
-        "train": {"seed": args.seed, "steps": args.steps, "batch_size": 32, "ema_decay": 0.995,
+        "train": {"steps": args.steps, "batch_size": 32, "ema_decay": 0.995,
                   "log_every": 100, "snapshot_every": args.steps, "n_fixed": 16},
     }
     images, _, _ = prepare_images(GANConfig.from_dict(base).data, progress=False)
@@ -66,31 +75,43 @@ def main() -> None:
     reference = reference_statistics(features_of_images(dataset.uint8(), extractor, verbose=False))
 
     rows, grids = [], []
-    for name, overrides in CONFIGS.items():
-        params = {section: {**base.get(section, {}), **overrides.get(section, {})} for section in {*base, *overrides}}
-        cfg = GANConfig.from_dict(params)
-        started = time.perf_counter()
-        state = fit(cfg, dataset, work_dir=work / name, progress=True)
-        seconds = time.perf_counter() - started
-        scores = {}
-        for key in ("G_init", "G_ema"):
-            features = features_of_generator(load_generator(state, key), cfg.model.z_dim, args.n_fake, 2026, extractor, verbose=False)
-            scores[key] = {"fid": fid(reference, features), **kid(reference, features, 50, 100, 2026)}
-        rows.append((name, scores, seconds))
+    for name in args.configs:
+        overrides, runs = CONFIGS[name], []
+        for seed in args.seeds:
+            params = {section: {**base.get(section, {}), **overrides.get(section, {})} for section in {*base, *overrides}}
+            params["train"] = {**params["train"], "seed": seed}
+            cfg = GANConfig.from_dict(params)
+            started = time.perf_counter()
+            state = fit(cfg, dataset, work_dir=work / f"{name}-{seed}", progress=True)
+            seconds = time.perf_counter() - started
+            scores = {}
+            for key in ("G_init", "G_ema"):
+                features = features_of_generator(load_generator(state, key), cfg.model.z_dim, args.n_fake, 2026, extractor, verbose=False)
+                scores[key] = {"fid": fid(reference, features), **kid(reference, features, 50, 100, 2026)}
+            runs.append((scores, seconds))
+            print(f"{name:32s} seed {seed}: FID {scores['G_ema']['fid']:7.2f} (step 0: {scores['G_init']['fid']:6.2f})  "
+                  f"KID {scores['G_ema']['kid_mean']:.4f}  train {seconds:5.0f} s", flush=True)
+        rows.append((name, runs))
         with torch.no_grad():
             grids.append(load_generator(state)(state["fixed_z"]))
-        print(f"{name:18s} FID {scores['G_ema']['fid']:7.2f} (step 0: {scores['G_init']['fid']:6.2f})  "
-              f"KID {scores['G_ema']['kid_mean']:.4f} ± {scores['G_ema']['kid_std']:.4f}  train {seconds:5.0f} s", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     grid = save_grid(torch.cat(grids), args.out / "quality.png", nrow=16)
-    print(f"\n{len(images)} real faces, {args.steps} G steps each, {args.n_fake} generated images, seed {args.seed}")
-    print("| configuration | FID | FID at step 0 | KID | train s |")
+    print(f"\n{len(images)} real faces, {args.steps} G steps each, {args.n_fake} generated images, seeds {args.seeds}")
+    print("| configuration | FID (mean ± std) | FID / FID at step 0 | KID | train s |")
     print("|---|---|---|---|---|")
-    for name, scores, seconds in rows:
-        print(f"| {name} | {scores['G_ema']['fid']:.2f} | {scores['G_init']['fid']:.2f} | "
-              f"{scores['G_ema']['kid_mean']:.4f} ± {scores['G_ema']['kid_std']:.4f} | {seconds:.0f} |")
-    print(f"grid (one row per configuration, same latents): {grid}")
+    for name, runs in rows:
+        fids = [scores["G_ema"]["fid"] for scores, _ in runs]
+        ratios = [scores["G_ema"]["fid"] / scores["G_init"]["fid"] for scores, _ in runs]
+        kids = [scores["G_ema"]["kid_mean"] for scores, _ in runs]
+        print(f"| {name} | {_mean_std(fids, 2)} | {_mean_std(ratios, 3)} | {_mean_std(kids, 4)} | "
+              f"{statistics.mean(seconds for _, seconds in runs):.0f} |")
+    print(f"grid (one row per configuration, last seed, same latents): {grid}")
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 if __name__ == "__main__":

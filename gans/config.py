@@ -183,9 +183,9 @@ class TrainConfig:
     """Number of fixed evaluation latents (sample grids), stored with the checkpoint."""
     resume: bool = False
     """Continue from the latest checkpoint of the run instead of starting fresh."""
-    amp: bool = False
+    amp: bool = True
     """Mixed precision: bfloat16 autocast on the CPU; float16 autocast with one GradScaler per network on CUDA."""
-    channels_last: bool = False
+    channels_last: bool = True
     """Channels-last memory format for the models and image batches (NHWC convolutions, CPU and CUDA)."""
 
     def __post_init__(self) -> None:

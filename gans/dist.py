@@ -12,6 +12,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
+BUCKET_CAP_MB = 25
+"""DDP gradient bucket size (DDP's default size, given explicitly so that the first bucket is as large)."""
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -38,7 +42,9 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     if world_size() == 1:
         return module
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
+    # An explicit bucket cap also drops DDP's 1 MB first bucket: a GAN's G or D then all-reduces its gradients
+    # in one call per update, not two. Each gloo call costs ~1-2 ms on CPU whatever its size.
+    return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False, bucket_cap_mb=BUCKET_CAP_MB)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
