@@ -48,6 +48,7 @@ def evaluate(params: Params) -> dict[str, Any]:
             "n_real": reference["n"],
             "n_fake": cfg.n_fake,
             "extractor": EXTRACTOR,
+            "extractor_mode": extractor.mode,
             "seed": cfg.seed,
             "resolution": trained.data.resolution,
             "kid_subsets": cfg.kid_subsets,
