@@ -28,9 +28,9 @@ def evaluate(params: Params) -> dict[str, Any]:
     extractor = make_extractor(device)
     trained: GANConfig = state["config"]
 
-    scores = {}
+    scores, generators = {}, {}
     for label, key in (("initial", "G_init"), ("final", "G_ema")):
-        generator = checkpoint.load_generator(state, key).to(device)
+        generator = generators[key] = checkpoint.load_generator(state, key).to(device)
         features = features_of_generator(generator, trained.model.z_dim, cfg.n_fake, cfg.seed, extractor, cfg.batch_size)
         scores[label] = {"fid": fid(reference, features), **kid(reference, features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)}
         print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f}", flush=True)
@@ -59,9 +59,8 @@ def evaluate(params: Params) -> dict[str, Any]:
     write_json(params.paths.eval_metrics, metrics)
 
     plots = Path(params.paths.eval_plots)
-    generator = checkpoint.load_generator(state, "G_ema")
     with torch.no_grad():
-        samples = generator(state["fixed_z"][: params.eval.grid_size])
+        samples = generators["G_ema"](state["fixed_z"][: params.eval.grid_size].to(device))
     save_grid(samples, plots / GRID_FILE)
     save_curves(state["history"], plots / CURVES_FILE, title=f"{trained.model.name} + {trained.loss.name}")
     return metrics

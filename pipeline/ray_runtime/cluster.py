@@ -61,7 +61,7 @@ def init_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
 def ray_session(ray_cfg: RayConfig) -> Iterator[None]:
     """Ray for one stage: the cluster at ``ray.address``, or a local instance big enough for the workers."""
     num_cpus = max(os.cpu_count() or 1, math.ceil(ray_cfg.num_workers * ray_cfg.cpus_per_worker))
-    init_ray(ray_cfg.address, num_cpus=None if ray_cfg.address else num_cpus)
+    init_ray(ray_cfg.address, num_cpus)  # num_cpus sizes a local instance; a cluster has its own
     try:
         yield
     finally:
