@@ -60,10 +60,21 @@ def stored_config(stored: dict[str, Any], path: str | os.PathLike = "the checkpo
         raise CheckpointError(f"{path} holds a config this code no longer accepts ({str(error).rstrip('.')}); retrain.") from error
 
 
+GENERATOR_WEIGHTS = ("G_ema", "G", "G_init", "best")
+
+
 def load_generator(state: dict[str, Any], key: str = "G_ema") -> torch.nn.Module:
-    """Rebuild a generator from a checkpoint dict: ``G_ema`` (default), ``G`` or ``G_init``; in eval mode."""
+    """Rebuild a generator from a checkpoint dict, in eval mode.
+
+    ``key``: ``G_ema`` (default), ``G``, ``G_init``, or ``best`` (the G_ema weights with the best in-training FID).
+    """
     from gans.models import build_models
 
+    if key not in GENERATOR_WEIGHTS:
+        raise CheckpointError(f"Unknown generator weights {key!r}; allowed values: {', '.join(GENERATOR_WEIGHTS)}.")
+    weights = state[key] if key != "best" else (state.get("best") or {}).get("G_ema")
+    if weights is None:
+        raise CheckpointError(f"The checkpoint holds no {key!r} generator (train.fid_every was 0 or no score was taken).")
     generator, _ = build_models(state["config"])
-    generator.load_state_dict(state[key])
+    generator.load_state_dict(weights)
     return generator.eval()

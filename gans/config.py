@@ -187,9 +187,17 @@ class TrainConfig:
     """Mixed precision: bfloat16 autocast on the CPU; float16 autocast with one GradScaler per network on CUDA."""
     channels_last: bool = True
     """Channels-last memory format for the models and image batches (NHWC convolutions, CPU and CUDA)."""
+    fid_every: int = 500
+    """Score G_ema's FID (fast extractor) every this many steps, which are also log steps (0: never).
+
+    The scores are logged, reported to Ray, and the weights with the best one are kept beside the final ones."""
+    fid_samples: int = 128
+    """Generated images per in-training FID (fewer than evaluate's: the score ranks, evaluate measures)."""
 
     def __post_init__(self) -> None:
         require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")
+        require_non_negative(self, "train", "fid_every")
+        _require(self.fid_samples >= 2, f"train.fid_samples={self.fid_samples} must be at least 2 (FID needs a covariance).")
         _require(self.n_critic is None or self.n_critic > 0, f"train.n_critic={self.n_critic} must be positive or null.")
         require_non_negative(self, "train", "seed")
         _require(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1).")
@@ -300,6 +308,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list of any length
+        _require(isinstance(value, (list, tuple)), f"{key}={value!r} must be a list.")
+        return tuple(_coerce(v, args[0], key) for v in value)
     if origin is tuple:
         _require(
             isinstance(value, (list, tuple)) and len(value) == len(args),

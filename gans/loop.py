@@ -3,15 +3,23 @@
 Reporting and stopping come in as callbacks so Ray, DVCLive, notebooks and tests plug in without the
 loop knowing them:
 
-- ``log(metrics, step)`` — main rank, every ``train.log_every`` steps (means over the interval and ranks);
+- ``log(metrics, step)`` — main rank, every ``train.log_every`` and ``train.fid_every`` steps (means over
+  the interval and ranks);
 - ``report(metrics, step, ckpt_dir)`` — every rank, at each snapshot (metrics include every rank's
   ``replica_fingerprints``, checked equal); ``ckpt_dir`` holds ``checkpoint.pt``
   on the main rank and is None elsewhere;
-- ``should_stop()`` — asked at log steps; a True on any rank ends the run after a final snapshot.
+- ``should_stop()`` — asked at log steps; a True on any rank ends the run after a final snapshot;
+- ``score(G_ema)`` — main rank, every ``train.fid_every`` steps: an FID (``gans.metrics.InTrainingFID``),
+  logged and reported as ``fid``; the G_ema weights with the lowest score are kept in the state (``best``).
+
+A non-finite loss or gradient norm ends the run at the log step that sees it: no snapshot of the broken
+weights is written, the last report carries ``diverged: 1`` (and ``fid: inf``, so a sweep's scheduler ranks
+it last) and the returned state's ``diverged_at`` names the step.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +39,7 @@ from gans.step import Precision, discriminator_step, generate, generator_step, m
 
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
+ScoreFn = Callable[[torch.nn.Module], float]
 
 
 def resume_conflicts(saved: GANConfig, saved_world_size: int, cfg: GANConfig, world_size: int) -> list[str]:
@@ -78,6 +87,7 @@ def fit(
     log: Optional[LogFn] = None,
     report: Optional[ReportFn] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    score: Optional[ScoreFn] = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train the GAN described by ``cfg`` on ``dataset``; return the final full state (a checkpoint dict).
@@ -103,6 +113,8 @@ def fit(
     loss = build_loss(cfg.loss)
     fixed_z = torch.randn(train.n_fixed, cfg.model.z_dim, generator=torch.Generator().manual_seed(train.seed))
     step, history = 0, []
+    best: Optional[dict[str, Any]] = None  # {"step", "fid", "G_ema"}: the best-scored averaged generator so far
+    diverged_at: Optional[int] = None
 
     if resume is not None:
         conflicts = resume_conflicts(resume["config"], int(resume["world_size"]), cfg, world)
@@ -116,6 +128,7 @@ def fit(
         opt_d.load_state_dict(resume["opt_d"])
         G_init, fixed_z = resume["G_init"], resume["fixed_z"]
         step, history = int(resume["step"]), list(resume["history"])
+        best = resume.get("best")
         torch.set_rng_state(resume["rng"]["torch"])
         for scaler, saved_scaler in ((precision.scaler_d, resume["scalers"]["d"]), (precision.scaler_g, resume["scalers"]["g"])):
             if saved_scaler:  # empty when the saved run trained without AMP
@@ -139,12 +152,17 @@ def fit(
             "rng": {"torch": torch.get_rng_state()},
             "fixed_z": fixed_z,
             "history": history,
+            "best": best,
+            "diverged_at": diverged_at,
         }
 
-    def snapshot() -> tuple[Optional[Path], list[str]]:
-        dist.average_buffers(G)  # BatchNorm statistics drift apart per rank; agree before saving
-        dist.average_buffers(D)
+    def sync_generator_buffers() -> None:
+        dist.average_buffers(G)  # BatchNorm statistics drift apart per rank; agree before saving or scoring
         copy_buffers(G_ema, G)  # the synced BatchNorm statistics; G_ema's averaged weights stay
+
+    def snapshot() -> tuple[Optional[Path], list[str]]:
+        sync_generator_buffers()
+        dist.average_buffers(D)
         replicas = dist.gather(dist.fingerprint(G.state_dict()))
         if len(set(replicas)) > 1:
             raise RuntimeError(f"Generator replicas diverged across ranks at step {step}: {replicas}.")
@@ -181,15 +199,28 @@ def fit(
         for key, value in g_stats.items():
             interval[key].append(value)
 
-        # Log.
+        # Log (and score).
         stop = False
-        if step % train.log_every == 0 or step == train.steps:
+        scored = bool(train.fid_every) and step % train.fid_every == 0
+        if step % train.log_every == 0 or step == train.steps or scored:
             metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
             interval.clear()
+            if not all(math.isfinite(value) for value in metrics.values()):  # equal on every rank: all stop here
+                diverged_at = step
+            elif scored:
+                sync_generator_buffers()
+                if score is not None and dist.is_main():
+                    metrics["fid"] = float(score(G_ema))
+                    if best is None or metrics["fid"] < best["fid"]:
+                        best = {"step": step, "fid": metrics["fid"], "G_ema": cpu_state_dict(G_ema)}
             history.append({"step": step, **metrics})
-            bar.set_postfix(d_loss=f"{metrics['d_loss']:.3f}", g_loss=f"{metrics['g_loss']:.3f}")
+            bar.set_postfix({key: f"{metrics[key]:.3f}" for key in ("d_loss", "g_loss", "fid") if key in metrics})
             if log is not None and dist.is_main():
                 log(metrics, step)
+            if diverged_at is not None:
+                if report is not None:
+                    report({**metrics, "fid": math.inf, "diverged": 1.0}, step, None)
+                break
             stop = bool(dist.mean_over_ranks({"stop": float(bool(should_stop and should_stop()))})["stop"] > 0)
 
         # Snapshot.

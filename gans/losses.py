@@ -102,6 +102,8 @@ def gradient_penalty(
 
 class _Loss:
     gp_weight = 0.0
+    betas: Optional[tuple[float, float]] = None
+    """Adam betas this loss is known to train well with (None: no preference, ``optim`` decides)."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -109,6 +111,7 @@ class _Loss:
 
 @LOSSES.register("hinge")
 class HingeLoss(_Loss):
+    betas = (0.0, 0.9)  # SAGAN, BigGAN
     def d_loss(self, real, fake, generator=None):
         return hinge_d_loss(real, fake)
 
@@ -118,6 +121,8 @@ class HingeLoss(_Loss):
 
 @LOSSES.register("wgan-gp")
 class WassersteinGPLoss(_Loss):
+    betas = (0.0, 0.9)  # Gulrajani et al. 2017
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.gp_weight = cfg.gp_weight
@@ -162,6 +167,11 @@ class BCELoss(_Loss):
 def check_loss_config(cfg) -> None:
     """``loss.name`` is a registered loss; ``ConfigError`` naming the key and the allowed values otherwise."""
     require_registered(LOSSES, cfg.name, "loss.name")
+
+
+def recommended_betas(name: str) -> Optional[tuple[float, float]]:
+    """The Adam betas loss ``name`` is known to train well with, or None when it has no preference."""
+    return LOSSES.get(name).betas
 
 
 def build_loss(cfg):

@@ -258,6 +258,34 @@ def features_of_generator(
     return torch.cat(chunks)
 
 
+class InTrainingFID:
+    """FID of a generator during training: ``fid_samples`` images through the ``fast`` extractor.
+
+    The latents are the same at every call (``seed``), so successive scores differ by the generator
+    only. With few samples FID is biased upwards (it shrinks with n), which is fine for comparing runs
+    scored alike; evaluate measures the exported generator exactly. The extractor loads on first use.
+    """
+
+    def __init__(self, reference: dict[str, Any], n_samples: int, *, seed: int = 0, device: str | torch.device = "cpu",
+                 mode: str = "fast", batch_size: int = 64) -> None:
+        self.reference, self.n_samples, self.seed = reference, n_samples, seed
+        self.device, self.mode, self.batch_size = torch.device(device), mode, batch_size
+        self._extractor: Optional[InceptionFeatures] = None
+
+    def __call__(self, generator: nn.Module) -> float:
+        if self._extractor is None:
+            self._extractor = make_extractor(self.device, self.mode)
+        was_training = generator.training
+        generator.eval()
+        try:
+            z_dim = generator.z_dim
+            features = features_of_generator(generator, z_dim, self.n_samples, self.seed, self._extractor,
+                                             self.batch_size, verbose=False)
+        finally:
+            generator.train(was_training)
+        return fid(self.reference, features)
+
+
 def reference_statistics(features: torch.Tensor, max_kid_features: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """What evaluation needs of the real set: FID's mean and covariance plus a subset of features for KID."""
     if features.shape[0] < 2:

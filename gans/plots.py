@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torchvision.utils import make_grid, save_image
@@ -83,5 +83,58 @@ def save_labelled_rows(rows: dict[str, list], path: str | os.PathLike) -> Path:
     fig.tight_layout()
     try:
         return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=80))
+    finally:
+        plt.close(fig)
+
+
+def save_lines(series: Sequence[dict], path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = "") -> Path:
+    """One line per series (``label``, ``x``, ``y``); a series with ``ended_early`` ends in a cross.
+
+    Non-finite values are left out of a line.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for item in series:
+        points = [(x, y) for x, y in zip(item["x"], item["y"]) if math.isfinite(y)]
+        if not points:
+            continue
+        xs, ys = zip(*points)
+        (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=item["label"])
+        if item.get("ended_early"):
+            ax.plot(xs[-1], ys[-1], marker="x", markersize=10, markeredgewidth=2, color=line.get_color())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    try:
+        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)
+
+
+def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str], columns: Sequence[str],
+                 path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = "") -> Path:
+    """A table of numbers as a colour map with each cell's value written in it (None: an empty cell)."""
+    import numpy as np
+
+    plt = _pyplot()
+    grid = np.array([[math.nan if v is None else v for v in row] for row in values], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.4 * len(columns) + 2.5, 0.8 * len(rows) + 1.8))
+    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(columns)), labels=list(columns))
+    ax.set_yticks(range(len(rows)), labels=list(rows))
+    for (i, j), value in np.ndenumerate(grid):
+        ax.text(j, i, "–" if math.isnan(value) else f"{value:.1f}", ha="center", va="center", color="w" if math.isnan(value) else "k",
+                bbox={"facecolor": "white", "alpha": 0.6, "linewidth": 0} if not math.isnan(value) else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    try:
+        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
     finally:
         plt.close(fig)

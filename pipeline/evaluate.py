@@ -1,12 +1,15 @@
-"""Stage ``evaluate``: FID/KID of the EMA generator (and of the step-0 generator) against the reference.
+"""Stage ``evaluate``: exact FID/KID of the trained generators against the reference; picks the one to export.
 
-Writes ``paths.eval_metrics`` (DVC metrics), a sample grid from the fixed latents and the loss curves.
+Scores the step-0 generator, the final EMA generator and, when training kept one, the EMA weights with
+the best in-training FID (``best``). The better of final and best is ``selected``: export ships it, and
+its scores are the top-level ``fid``/``kid_*`` of ``paths.eval_metrics`` (DVC metrics). Also draws a
+sample grid of the selected generator from the fixed latents and the loss curves.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -28,22 +31,34 @@ def evaluate(params: Params) -> dict[str, Any]:
     extractor = make_extractor(device)
     trained: GANConfig = state["config"]
 
+    candidates = [("initial", "G_init"), ("final", "G_ema")]
+    best = state.get("best")
+    if best is not None and int(best["step"]) != int(state["step"]):  # at the last step, best is final
+        candidates.append(("best_snapshot", "best"))
     scores, generators = {}, {}
-    for label, key in (("initial", "G_init"), ("final", "G_ema")):
-        generator = generators[key] = checkpoint.load_generator(state, key).to(device)
+    for label, key in candidates:
+        generator = generators[label] = checkpoint.load_generator(state, key).to(device)
         features = features_of_generator(generator, trained.model.z_dim, cfg.n_fake, cfg.seed, extractor, cfg.batch_size)
         scores[label] = {"fid": fid(reference, features), **kid(reference, features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)}
         print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f}", flush=True)
 
-    final = scores["final"]
+    selected = min((label for label in scores if label != "initial"), key=lambda label: scores[label]["fid"])
+    chosen = scores[selected]
     metrics = {
-        "fid": final["fid"],
-        "kid_mean": final["kid_mean"],
-        "kid_std": final["kid_std"],
+        "fid": chosen["fid"],
+        "kid_mean": chosen["kid_mean"],
+        "kid_std": chosen["kid_std"],
         "fid_initial": scores["initial"]["fid"],
         "kid_initial": scores["initial"]["kid_mean"],
-        "fid_ratio": final["fid"] / scores["initial"]["fid"],
+        "fid_ratio": chosen["fid"] / scores["initial"]["fid"],
+        "fid_final": scores["final"]["fid"],
         "step": int(state["step"]),
+        "selected": {
+            "weights": "G_ema" if selected == "final" else "best",
+            "step": int(state["step"]) if selected == "final" else int(best["step"]),
+            "fid": chosen["fid"],
+            "fid_in_training": None if best is None else (best["fid"] if selected != "final" else _last_fid(state["history"])),
+        },
         "meta": {
             "n_real": reference["n"],
             "n_fake": cfg.n_fake,
@@ -52,25 +67,35 @@ def evaluate(params: Params) -> dict[str, Any]:
             "seed": cfg.seed,
             "resolution": trained.data.resolution,
             "kid_subsets": cfg.kid_subsets,
-            "kid_subset_size": final["kid_subset_size"],
+            "kid_subset_size": chosen["kid_subset_size"],
             "generator": "G_ema",
         },
     }
+    if "best_snapshot" in scores:
+        metrics["fid_best_snapshot"] = scores["best_snapshot"]["fid"]
+        metrics["best_snapshot_step"] = int(best["step"])
     write_json(params.paths.eval_metrics, metrics)
 
     plots = Path(params.paths.eval_plots)
     with torch.no_grad():
-        samples = generators["G_ema"](state["fixed_z"][: params.eval.grid_size].to(device))
+        samples = generators[selected](state["fixed_z"][: params.eval.grid_size].to(device))
     save_grid(samples, plots / GRID_FILE)
     save_curves(state["history"], plots / CURVES_FILE, title=f"{trained.model.name} + {trained.loss.name}")
     return metrics
+
+
+def _last_fid(history: list[dict]) -> Optional[float]:
+    """The in-training FID of the last scored step, if the last logged step was scored."""
+    return history[-1].get("fid") if history else None
 
 
 def main() -> None:
     params = load_params()
     print_config("evaluate", params.eval)
     metrics = evaluate(params)
-    print(f"[evaluate] FID {metrics['fid']:.2f} (initial {metrics['fid_initial']:.2f}) → {params.paths.eval_metrics}", flush=True)
+    chosen = metrics["selected"]
+    print(f"[evaluate] selected {chosen['weights']} (step {chosen['step']}): FID {metrics['fid']:.2f} "
+          f"(initial {metrics['fid_initial']:.2f}) → {params.paths.eval_metrics}", flush=True)
 
 
 if __name__ == "__main__":

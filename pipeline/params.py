@@ -17,6 +17,8 @@ from gans.config import ConfigError, EvalConfig, ExportConfig, GANConfig, requir
 from gans.errors import UserError
 
 PARAMS_FILE = "params.yaml"
+TRAIN_RUN_FILE = "run.json"
+"""In ``paths.train``, beside the checkpoint: the train stage's resolved config, sweep trial and replicas."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,14 @@ class PathsConfig:
     """Sample grid and loss curves (PNG)."""
     models: str = "models/generator"
     """Root of exported, versioned generators."""
+    sweep_best: str = "sweep/best.yaml"
+    """The sweep winner's overrides of params.yaml (a params file of the train stage; empty: no sweep)."""
+    sweep_trials: str = "sweep/trials.csv"
+    """One row per sweep trial: swept and resolved values, FID at each report, status, steps, wall time."""
+    sweep_metrics: str = "metrics/sweep.json"
+    """Best FID and params, trials by status, trial-steps used (a DVC metrics file)."""
+    sweep_plots: str = "plots/sweep"
+    """FID curves per trial and the best-FID heat map (PNG), and the curves as CSV for ``dvc plots``."""
 
 
 @dataclass(frozen=True)
@@ -65,17 +75,93 @@ class RayConfig:
             raise ConfigError(f"ray.placement_strategy={self.placement_strategy!r} is not valid; allowed values: {', '.join(allowed)}.")
 
 
+SEARCHES = ("grid", "random")
+SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The sweep stage: Ray Tune over TTUR ratios × losses (× models); each trial a short Ray Train run."""
+
+    enabled: bool = True
+    """false: the stage writes an empty winner in seconds and train uses params.yaml as it is."""
+    search: str = "grid"
+    """grid: every combination; random: ``num_samples`` draws (ratios log-uniform in [min, max] of the list)."""
+    num_samples: int = 8
+    """random search: trials drawn."""
+    ttur_ratios: tuple[float, ...] = (1.0, 2.0, 4.0)
+    """lr_d / lr_g values (random search: the range's ends)."""
+    losses: tuple[str, ...] = ("bce", "hinge")
+    """Losses to try (bce, hinge, wgan-gp, lsgan)."""
+    models: Optional[tuple[str, ...]] = None
+    """Models to try (null: model.name only)."""
+    lr_g: Optional[float] = None
+    """G's learning rate, around which the ratios set D's (null: optim.lr_g)."""
+    betas: Optional[tuple[float, float]] = None
+    """Adam betas of G and D in every trial (null: each loss's known-good betas; hinge and wgan-gp (0, 0.9), else optim's)."""
+    n_critic: Optional[int] = None
+    """D updates per G update in every trial (null: 5 for wgan-gp, 1 otherwise)."""
+    steps: int = 800
+    """Budget per trial, in generator steps (train.steps is the winner's, trained afterwards)."""
+    fid_every: int = 200
+    """Report the in-training FID (and take a checkpoint) every this many steps."""
+    scheduler: str = "asha"
+    """asha: stop weak trials early at rungs grace_steps × reduction_factor^k; fifo: run every trial to the end."""
+    grace_steps: int = 200
+    """ASHA: steps every trial runs before it can be stopped."""
+    reduction_factor: int = 3
+    """ASHA: each rung keeps the best 1/reduction_factor of the trials that reached it."""
+    workers_per_trial: int = 1
+    """DDP workers of each trial (each reserves ray.cpus_per_worker CPUs, or a GPU with ray.use_gpu)."""
+    max_concurrent: int = 2
+    """Trials running at once; all their workers must fit the cluster together (checked before the first trial)."""
+    resume: bool = False
+    """Continue an interrupted sweep (finished trials are not rerun) instead of starting fresh."""
+
+    def __post_init__(self) -> None:
+        require_positive(self, "sweep", "num_samples", "steps", "fid_every", "grace_steps",
+                         "workers_per_trial", "max_concurrent")
+        for key, value, allowed in (("search", self.search, SEARCHES), ("scheduler", self.scheduler, SCHEDULERS)):
+            if value not in allowed:
+                raise ConfigError(f"sweep.{key}={value!r} is not valid; allowed values: {', '.join(allowed)}.")
+        for key in ("ttur_ratios", "losses") + (("models",) if self.models is not None else ()):
+            if not getattr(self, key):
+                raise ConfigError(f"sweep.{key} is empty, so the sweep has nothing to try; list at least one value.")
+        bad_ratio = next((r for r in self.ttur_ratios if not r > 0), None)
+        if bad_ratio is not None:
+            raise ConfigError(f"sweep.ttur_ratios holds {bad_ratio}; every lr_d / lr_g ratio must be positive.")
+        if self.search == "random" and len(self.ttur_ratios) != 2:
+            raise ConfigError(f"sweep.ttur_ratios={list(self.ttur_ratios)} must be [min, max] for search: random.")
+        if self.lr_g is not None and not self.lr_g > 0:
+            raise ConfigError(f"sweep.lr_g={self.lr_g} must be positive or null.")
+        if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"sweep.betas={list(self.betas)} must be two values in [0, 1) or null.")
+        if self.n_critic is not None and self.n_critic < 1:
+            raise ConfigError(f"sweep.n_critic={self.n_critic} must be positive or null.")
+        if self.steps % self.fid_every:
+            raise ConfigError(f"sweep.steps={self.steps} must be a multiple of sweep.fid_every={self.fid_every}, "
+                              "so every trial ends on a scored step.")
+        if self.steps < self.grace_steps:
+            raise ConfigError(f"sweep.steps={self.steps} is smaller than sweep.grace_steps={self.grace_steps}; "
+                              "the budget must cover the grace period.")
+        if self.reduction_factor < 2:
+            raise ConfigError(f"sweep.reduction_factor={self.reduction_factor} must be at least 2.")
+
+
 @dataclass(frozen=True)
 class Params:
     gan: GANConfig = field(default_factory=GANConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    from_sweep: tuple[str, ...] = ()
+    """The ``section.key`` names whose values came from the sweep winner (``load_params(with_sweep_winner=True)``)."""
 
 
 _GAN_SECTIONS = tuple(f.name for f in dataclasses.fields(GANConfig))
-_OTHER_SECTIONS = {"eval": EvalConfig, "export": ExportConfig, "ray": RayConfig, "paths": PathsConfig}
+_OTHER_SECTIONS = {"eval": EvalConfig, "export": ExportConfig, "ray": RayConfig, "sweep": SweepConfig, "paths": PathsConfig}
 
 
 def parse_params(raw: dict[str, Any]) -> Params:
@@ -90,12 +176,38 @@ def parse_params(raw: dict[str, Any]) -> Params:
     return Params(gan=GANConfig.from_dict(raw), **others)
 
 
-def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:
-    path = Path(path)
+def _read_yaml(path: Path, missing: str) -> Any:
     if not path.is_file():
-        raise ConfigError(f"No {path}; run from the repository root.")
+        raise ConfigError(missing)
     with path.open() as f:
-        return parse_params(yaml.safe_load(f) or {})
+        try:
+            return yaml.safe_load(f)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML ({str(error).splitlines()[0]}).") from None
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE, *, with_sweep_winner: bool = False) -> Params:
+    """params.yaml, typed; ``with_sweep_winner`` applies the sweep winner's overrides (``paths.sweep_best``)."""
+    path = Path(path)
+    raw = _read_yaml(path, f"No {path}; run from the repository root.") or {}
+    params = parse_params(raw)
+    if not with_sweep_winner:
+        return params
+    best = Path(params.paths.sweep_best)
+    winner = _read_yaml(best, f"No {best}; run the sweep stage first (dvc repro sweep).") or {}
+    overrides = {section: winner[section] for section in _GAN_SECTIONS if section in winner}
+    if not all(isinstance(values, dict) for values in overrides.values()):
+        raise ConfigError(f"{best} must map params sections to keys and values.")
+    merged = {**raw, **{section: {**(raw.get(section) or {}), **values} for section, values in overrides.items()}}
+    swept = tuple(f"{section}.{key}" for section, values in overrides.items() for key in values)
+    return dataclasses.replace(parse_params(merged), from_sweep=swept)
+
+
+def sweep_winner(params: Params) -> dict[str, Any]:
+    """The ``trial`` record of the sweep winner (id, FID, swept values), or {} without a sweep."""
+    best = Path(params.paths.sweep_best)
+    winner = (_read_yaml(best, f"No {best}.") or {}) if best.is_file() else {}
+    return dict(winner.get("trial") or {})
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -1,7 +1,9 @@
 """Stage ``train``: the GAN loop on a Ray Train TorchTrainer (local Ray by default, or ``ray.address``).
 
-Writes the final full-state checkpoint to ``paths.train/checkpoint.pt``, the resolved config and the
-replicas' fingerprints to ``paths.train/run.json``, and per-step metrics to ``paths.train_live`` (DVCLive).
+Trains params.yaml's run with the sweep winner's overrides applied (``paths.sweep_best``, empty when the
+sweep is off). Writes the final full-state checkpoint (which also holds the G_ema weights with the best
+in-training FID) to ``paths.train/checkpoint.pt``, the resolved config, the sweep trial and the replicas'
+fingerprints to ``paths.train/run.json``, and per-step metrics to ``paths.train_live`` (DVCLive).
 Ray keeps its own checkpoints under ``ray.storage_path``; with ``train.resume: true`` the run continues
 from the latest of them, otherwise it starts fresh.
 """
@@ -10,41 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from gans import checkpoint
-from gans.config import GANConfig
-from gans.data import PreparedDataset
-from gans.loop import check_config, fit
+from gans.errors import UserError
+from gans.loop import check_config
+from pipeline.params import TRAIN_RUN_FILE, Params, load_params, print_config, run_stage, sweep_winner, write_json
 from pipeline.ray_runtime import training as ray_training
-from pipeline.live import LiveLog
-from pipeline.params import Params, load_params, print_config, run_stage, write_json
+from pipeline.worker import train_func_per_worker
 
-
-def train_func_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: ``gans.loop.fit`` with DVCLive on rank 0 and snapshots reported to Ray."""
-    cfg: GANConfig = config["cfg"]
-    # Match torch's thread pool to the CPUs Ray reserved: oversubscribed cores slow DDP on CPU several-fold.
-    torch.set_num_threads(config["threads"])
-    dataset = PreparedDataset(config["prepared"])
-    rank = ray_training.worker_rank()
-    with ray_training.restored_checkpoint() as directory:
-        resume_state = None if directory is None else checkpoint.load(directory)
-    if resume_state is not None and rank == 0:
-        print(f"[train] resuming from step {resume_state['step']}", flush=True)
-
-    log = LiveLog(config["live_dir"], cfg.train.steps, resume=resume_state is not None) if rank == 0 else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="gan-snapshots-") as work_dir:
-            fit(cfg, dataset, work_dir=work_dir, device=ray_training.worker_device(), resume=resume_state,
-                log=log, report=ray_training.report)
-    finally:
-        if log is not None:
-            log.close()
+class TrainingDiverged(UserError):
+    """A loss or gradient norm became NaN or infinite."""
 
 
 def run(params: Params) -> Path:
@@ -53,12 +31,25 @@ def run(params: Params) -> Path:
     if not params.gan.train.resume:
         shutil.rmtree(live_dir, ignore_errors=True)
     target = Path(params.paths.train) / checkpoint.FILENAME
-    loop_config = {"cfg": params.gan, "prepared": str(Path(params.paths.prepared).resolve()), "live_dir": str(live_dir)}
+    reference = Path(params.paths.reference)
+    loop_config = {
+        "cfg": params.gan,
+        "prepared": str(Path(params.paths.prepared).resolve()),
+        "reference": str(reference.resolve()) if params.gan.train.fid_every and reference.is_file() else None,
+        "live_dir": str(live_dir),
+    }
     metrics = ray_training.train(train_func_per_worker, loop_config, params.ray, resume=params.gan.train.resume,
-                                checkpoint_file=checkpoint.FILENAME, target=target)
+                                checkpoint_file=checkpoint.FILENAME, target=target,
+                                accept=lambda last: not last.get("diverged"))
+    if metrics.get("diverged"):
+        raise TrainingDiverged(
+            f"Training diverged at step {int(metrics['step'])} (a loss or gradient norm became NaN or infinite); "
+            "lower optim.lr_d / optim.lr_g or switch loss.name, then rerun.")
     replicas = list(metrics.get("replica_fingerprints", []))
-    write_json(Path(params.paths.train) / "run.json", {
+    write_json(Path(params.paths.train) / TRAIN_RUN_FILE, {
         "config": params.gan.to_dict(),
+        "from_sweep": list(params.from_sweep),
+        "sweep_trial": sweep_winner(params),
         "ray": dataclasses.asdict(params.ray),
         "workers": len(replicas),
         "replica_fingerprints": replicas,
@@ -68,10 +59,21 @@ def run(params: Params) -> Path:
 
 
 def main() -> None:
-    params = load_params()
+    params = load_params(with_sweep_winner=True)
     check_config(params.gan)  # before Ray starts: a bad model or loss name fails in a second, not after start-up
     print_config("train", params.gan)
+    if params.from_sweep:
+        swept = {key: _value(params, key) for key in params.from_sweep}
+        print(f"[train] from the sweep winner ({params.paths.sweep_best}): "
+              + ", ".join(f"{key}={value}" for key, value in swept.items()), flush=True)
+    else:
+        print("[train] no sweep winner: params.yaml as it is", flush=True)
     run(params)
+
+
+def _value(params: Params, dotted: str):
+    section, key = dotted.split(".", 1)
+    return getattr(getattr(params.gan, section), key)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def test_the_training_loop_does_not_import_data_preparation():
 
 
 def test_stages_load_torch_fidelity_only_when_they_compute_metrics():
-    loaded = _modules_after("import pipeline.prepare, pipeline.train, pipeline.export, pipeline.params")
+    loaded = _modules_after("import pipeline.prepare, pipeline.export, pipeline.params")
     assert "torch_fidelity" not in loaded and "gans.metrics" not in loaded
-    assert "torch_fidelity" in _modules_after("import pipeline.evaluate")
+    for stage in ("evaluate", "train", "sweep"):  # train and sweep score FID while training
+        assert "torch_fidelity" in _modules_after(f"import pipeline.{stage}")

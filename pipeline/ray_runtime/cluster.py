@@ -36,8 +36,13 @@ def _quiet_worker_logs() -> None:
     logging.getLogger(_NOISY_LOGGER).setLevel(logging.ERROR)
 
 
-def init_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
-    """Join ``address`` or start a quiet, private local Ray instance (no-op when Ray is already up)."""
+def init_ray(address: Optional[str], num_cpus: Optional[int] = None, dashboard: bool = False) -> None:
+    """Join ``address`` or start a quiet, private local Ray instance (no-op when Ray is already up).
+
+    ``dashboard``: a local instance runs Ray's dashboard, whose State API Ray Train's placement-group
+    cleaner needs: without it, the workers of a Train run whose driver was killed (a trial Tune stopped
+    early) keep their CPUs until Ray shuts down, and the next trials starve.
+    """
     if ray.is_initialized():
         return
     for key, value in _RAY_ENV.items():
@@ -51,17 +56,18 @@ def init_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
     ray.init(
         address="local",
         num_cpus=num_cpus,
-        include_dashboard=False,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
         logging_level=logging.WARNING,
         runtime_env={"worker_process_setup_hook": _quiet_worker_logs},
     )
 
 
 @contextlib.contextmanager
-def ray_session(ray_cfg: RayConfig) -> Iterator[None]:
+def ray_session(ray_cfg: RayConfig, dashboard: bool = False) -> Iterator[None]:
     """Ray for one stage: the cluster at ``ray.address``, or a local instance big enough for the workers."""
     num_cpus = max(os.cpu_count() or 1, math.ceil(ray_cfg.num_workers * ray_cfg.cpus_per_worker))
-    init_ray(ray_cfg.address, num_cpus)  # num_cpus sizes a local instance; a cluster has its own
+    init_ray(ray_cfg.address, num_cpus, dashboard)  # num_cpus sizes a local instance; a cluster has its own
     try:
         yield
     finally:

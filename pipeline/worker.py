@@ -1,0 +1,52 @@
+"""What every Ray Train worker runs, for the train stage and for each sweep trial: ``gans.loop.fit``.
+
+The loop config (``loop_config`` of ``ray_runtime.training.make_trainer``) holds:
+``cfg`` (a ``GANConfig``), ``prepared`` (dataset directory), ``reference`` (Inception statistics for the
+in-training FID, or None), ``live_dir`` (DVCLive directory for rank 0, or None) and ``threads``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import torch
+
+from gans import checkpoint
+from gans.config import GANConfig
+from gans.data import PreparedDataset
+from gans.loop import fit
+from gans.metrics import InTrainingFID, load_reference
+from pipeline.live import LiveLog
+from pipeline.ray_runtime import training as ray_training
+
+FID_SEED = 2027
+"""Seed of the in-training FID latents (not eval.seed: the sweep and the train stage use the same draws)."""
+
+
+def train_func_per_worker(config: dict[str, Any]) -> None:
+    """``gans.loop.fit`` on this worker: DVCLive and the in-training FID on rank 0, snapshots reported to Ray."""
+    cfg: GANConfig = config["cfg"]
+    # Match torch's thread pool to the CPUs Ray reserved: oversubscribed cores slow DDP on CPU several-fold.
+    torch.set_num_threads(config["threads"])
+    dataset = PreparedDataset(config["prepared"])
+    rank = ray_training.worker_rank()
+    device = ray_training.worker_device()
+    with ray_training.restored_checkpoint() as directory:
+        resume_state = None if directory is None else checkpoint.load(directory)
+    if resume_state is not None and rank == 0:
+        print(f"[train] resuming from step {resume_state['step']}", flush=True)
+
+    score = None
+    if rank == 0 and cfg.train.fid_every and config.get("reference"):
+        score = InTrainingFID(load_reference(config["reference"]), cfg.train.fid_samples, seed=FID_SEED, device=device)
+    log = None
+    if rank == 0 and config.get("live_dir"):
+        log = LiveLog(config["live_dir"], cfg.train.steps, resume=resume_state is not None)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gan-snapshots-") as work_dir:
+            fit(cfg, dataset, work_dir=work_dir, device=device, resume=resume_state,
+                log=log, report=ray_training.report, score=score)
+    finally:
+        if log is not None:
+            log.close()
