@@ -13,8 +13,8 @@ loop knowing them:
   logged and reported as ``fid``; the G_ema weights with the lowest score are kept in the state (``best``).
 
 A non-finite loss or gradient norm ends the run at the log step that sees it: no snapshot of the broken
-weights is written, the last report carries ``diverged: 1`` (and ``fid: inf``, so a sweep's scheduler ranks
-it last) and the returned state's ``diverged_at`` names the step.
+weights is written, a last report carries ``diverged: 1`` (and ``fid: inf``, so a sweep's scheduler ranks
+it last), and ``TrainingDiverged`` is raised on every rank.
 """
 
 from __future__ import annotations
@@ -32,10 +32,15 @@ from tqdm import tqdm
 from gans import checkpoint, dist
 from gans.config import ConfigError, GANConfig
 from gans.data import PreparedDataset, batch_indices
+from gans.errors import UserError
 from gans.ema import copy_buffers, make_ema, update_ema
 from gans.losses import build_loss, check_loss_config
 from gans.models import build_models, check_model_config
 from gans.step import Precision, discriminator_step, generate, generator_step, make_optimizers
+
+class TrainingDiverged(UserError):
+    """A loss or gradient norm became NaN or infinite."""
+
 
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
@@ -114,7 +119,7 @@ def fit(
     fixed_z = torch.randn(train.n_fixed, cfg.model.z_dim, generator=torch.Generator().manual_seed(train.seed))
     step, history = 0, []
     best: Optional[dict[str, Any]] = None  # {"step", "fid", "G_ema"}: the best-scored averaged generator so far
-    diverged_at: Optional[int] = None
+    diverged = False
 
     if resume is not None:
         conflicts = resume_conflicts(resume["config"], int(resume["world_size"]), cfg, world)
@@ -153,7 +158,6 @@ def fit(
             "fixed_z": fixed_z,
             "history": history,
             "best": best,
-            "diverged_at": diverged_at,
         }
 
     def sync_generator_buffers() -> None:
@@ -205,8 +209,9 @@ def fit(
         if step % train.log_every == 0 or step == train.steps or scored:
             metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
             interval.clear()
-            if not all(math.isfinite(value) for value in metrics.values()):  # equal on every rank: all stop here
-                diverged_at = step
+            broken = sorted(key for key, value in metrics.items() if not math.isfinite(value))
+            if broken:  # the metrics are equal on every rank: every rank stops here
+                diverged = True
             elif scored:
                 sync_generator_buffers()
                 if score is not None and dist.is_main():
@@ -217,10 +222,11 @@ def fit(
             bar.set_postfix({key: f"{metrics[key]:.3f}" for key in ("d_loss", "g_loss", "fid") if key in metrics})
             if log is not None and dist.is_main():
                 log(metrics, step)
-            if diverged_at is not None:
+            if diverged:
                 if report is not None:
                     report({**metrics, "fid": math.inf, "diverged": 1.0}, step, None)
-                break
+                raise TrainingDiverged(f"Training diverged at step {step} ({', '.join(broken)} not finite); "
+                                       "lower optim.lr_d / optim.lr_g or change loss.name.")
             stop = bool(dist.mean_over_ranks({"stop": float(bool(should_stop and should_stop()))})["stop"] > 0)
 
         # Snapshot.

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import yaml
 
 from gans.atomic import atomic_file
@@ -35,7 +36,7 @@ from gans.models import MODELS
 from gans.plots import save_heatmap, save_lines
 from pipeline.params import Params, RayConfig, SweepConfig, load_params, print_config, run_stage, write_json
 from pipeline.ray_runtime import training as ray_training
-from pipeline.ray_runtime.cluster import ray_session
+from pipeline.ray_runtime.cluster import ray_session, storage_uri
 from pipeline.worker import train_func_per_worker
 
 LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
@@ -46,10 +47,6 @@ STATUSES = ("completed", "stopped", "failed")
 
 class SweepError(UserError):
     """The sweep cannot run as configured, or none of its trials produced a score."""
-
-
-class TrialDiverged(RuntimeError):
-    """Raised by a trial whose training hit a NaN/inf loss: Tune records the trial as failed."""
 
 
 # --- the search space and each trial's config -------------------------------------------------------------
@@ -75,15 +72,26 @@ def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> 
     )
 
 
-def search_points(params: Params) -> tuple[dict[str, list], dict[str, tuple[float, float]]]:
-    """The searched keys: lists of choices, and (random search) the log-uniform ratio range."""
+def grid_points(sweep: SweepConfig, base: GANConfig) -> list[dict[str, Any]]:
+    """Every combination of the grid, in a shuffled order (seed ``train.seed``).
+
+    ASHA never stops the first trials to reach a rung (there is nothing to compare them with yet), so a
+    fixed order would always spare the same corner of the grid (in list order, the smallest ratio).
+    """
+    models = sweep.models or (base.model.name,)
+    points = [{LOSS: loss, RATIO: float(ratio), **({MODEL: model} if sweep.models else {})}
+              for model, ratio, loss in itertools.product(models, sweep.ttur_ratios, sweep.losses)]
+    order = np.random.default_rng(base.train.seed).permutation(len(points))
+    return [points[i] for i in order]
+
+
+def search_space(params: Params) -> dict[str, Any]:
+    """Tune's param space: the shuffled grid, or random draws (losses, models; ratios log-uniform)."""
     sweep = params.sweep
-    choices: dict[str, list] = {LOSS: list(sweep.losses)}
-    if sweep.models is not None:
-        choices[MODEL] = list(sweep.models)
     if sweep.search == "grid":
-        return {**choices, RATIO: list(sweep.ttur_ratios)}, {}
-    return choices, {RATIO: (min(sweep.ttur_ratios), max(sweep.ttur_ratios))}
+        return ray_training.search_space(points=grid_points(sweep, params.gan))
+    choices: dict[str, list] = {LOSS: list(sweep.losses), **({MODEL: list(sweep.models)} if sweep.models else {})}
+    return ray_training.search_space(choices=choices, log_ranges={RATIO: (min(sweep.ttur_ratios), max(sweep.ttur_ratios))})
 
 
 def check_sweep(params: Params) -> None:
@@ -93,8 +101,12 @@ def check_sweep(params: Params) -> None:
         require_registered(LOSSES, loss, "sweep.losses")
     for model in sweep.models or ():
         require_registered(MODELS, model, "sweep.models")
-    for loss, model in itertools.product(sweep.losses, sweep.models or (base.model.name,)):
-        check_config(trial_config(base, sweep, {LOSS: loss, RATIO: 1.0, MODEL: model}))
+    extremes = dataclasses.replace(sweep, ttur_ratios=(min(sweep.ttur_ratios), max(sweep.ttur_ratios)))
+    for point in grid_points(extremes, base):  # every loss × model at the smallest and largest ratio
+        try:
+            check_config(trial_config(base, sweep, point))
+        except ConfigError as error:
+            raise ConfigError(f"sweep.ttur_ratios/losses/models: the trial {label(point)} is invalid ({str(error).rstrip('.')}).") from None
     load_reference(params.paths.reference)  # a missing reference fails here, in one sentence
 
 
@@ -113,8 +125,10 @@ def check_capacity(sweep: SweepConfig, ray_cfg: RayConfig, capacity: dict[str, f
 
 
 def trial_ray_config(params: Params) -> RayConfig:
-    """The Ray settings of every trial: its own worker count, runs kept under ``ray.storage_path``/sweep."""
-    root = params.ray.storage_path.rstrip("/") + "/sweep"
+    """The Ray settings of every trial: its own worker count, runs kept under ``ray.storage_path``/sweep.
+
+    The path is made absolute here: trials run in working directories of Tune's own."""
+    root = storage_uri(params.ray.storage_path).rstrip("/") + "/sweep"
     return dataclasses.replace(params.ray, num_workers=params.sweep.workers_per_trial, storage_path=root)
 
 
@@ -124,14 +138,12 @@ def label(point: dict[str, Any]) -> str:
     return f"{point[MODEL]} {text}" if MODEL in point else text
 
 
-def run_trial(point: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig,
+def run_trial(config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig,
               prepared: str, reference: str) -> None:
-    """One Tune trial: the Train run of ``trial_config(point)``; a diverged run fails the trial."""
-    cfg = trial_config(base, sweep, point)
+    """One Tune trial: the Train run of ``trial_config(config["point"])``; a diverged run raises: the trial fails."""
+    cfg = trial_config(base, sweep, config["point"])
     loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
-    metrics = ray_training.fit_trial(train_func_per_worker, loop_config, ray_cfg)
-    if metrics.get("diverged"):
-        raise TrialDiverged(f"diverged at step {int(metrics['step'])}: a loss or gradient norm became NaN or infinite")
+    ray_training.fit_trial(train_func_per_worker, loop_config, ray_cfg)  # raises gans.loop.TrainingDiverged
 
 
 # --- outcomes → table, metrics, plots, winner ---------------------------------------------------------------
@@ -287,7 +299,6 @@ def run(params: Params) -> Optional[dict[str, Any]]:
         return None
     check_sweep(params)
     ray_cfg = trial_ray_config(params)
-    choices, log_ranges = search_points(params)
     constants = {"base": params.gan, "sweep": sweep, "ray_cfg": ray_cfg,
                  "prepared": str(Path(paths.prepared).resolve()), "reference": str(Path(paths.reference).resolve())}
     started = time.perf_counter()
@@ -296,7 +307,7 @@ def run(params: Params) -> Optional[dict[str, Any]]:
     with ray_session(ray_cfg, dashboard=True):
         check_capacity(sweep, ray_cfg, ray_training.cluster_capacity())
         outcomes = ray_training.run_sweep(
-            run_trial, ray_training.search_space(sweep.search == "random", choices, log_ranges), ray_cfg,
+            run_trial, search_space(params), ray_cfg,
             constants=constants, metric=METRIC, mode="min", max_concurrent=sweep.max_concurrent,
             scheduler=ray_training.asha(sweep.steps, sweep.grace_steps, sweep.reduction_factor) if sweep.scheduler == "asha" else None,
             num_samples=sweep.num_samples if sweep.search == "random" else 1, seed=params.gan.train.seed,

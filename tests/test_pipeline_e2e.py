@@ -18,7 +18,7 @@ from gans.export import load_exported
 
 REPO = Path(__file__).resolve().parents[1]
 # Top-level outputs and environments are not copied; neither are caches anywhere.
-TOP_LEVEL_SKIP = {".venv", ".git", "runs", "data", "artifacts", "models", "dvclive", "metrics", "plots", ".pytest_cache"}
+TOP_LEVEL_SKIP = {".venv", ".git", "runs", "data", "artifacts", "models", "dvclive", "metrics", "plots", "sweep", ".pytest_cache"}
 ANYWHERE_SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 
@@ -33,7 +33,10 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
 TINY = {
     "data": {"limit": 40},
     "model": {"g_width": 8, "d_width": 8, "z_dim": 16},
-    "train": {"steps": 40, "batch_size": 8, "log_every": 10, "snapshot_every": 20, "n_fixed": 16},
+    "train": {"steps": 40, "batch_size": 8, "log_every": 10, "snapshot_every": 20, "n_fixed": 16, "fid_every": 20,
+              "fid_samples": 24},
+    "sweep": {"ttur_ratios": [1, 4], "losses": ["bce", "hinge"], "steps": 40, "fid_every": 20, "grace_steps": 20,
+              "reduction_factor": 2},
     "eval": {"n_fake": 40, "batch_size": 20, "kid_subsets": 5, "kid_subset_size": 20, "grid_size": 16},
 }
 
@@ -68,7 +71,7 @@ def repo(tmp_path_factory):
 
 def test_repro_produces_every_stage_output(repo):
     root, env, log = repo
-    for stage in ("prepare", "reference", "train", "evaluate", "export"):
+    for stage in ("prepare", "reference", "sweep", "train", "evaluate", "export"):
         assert f"Running stage '{stage}'" in log
 
     manifest = json.loads((root / "data/prepared/manifest.json").read_text())
@@ -90,6 +93,15 @@ def test_repro_produces_every_stage_output(repo):
     version = (root / "models/generator/LATEST").read_text().strip()
     model, signature = load_exported(root / "models/generator" / version)
     assert signature["z_dim"] == 16 and signature["outputs"][0]["shape"] == [-1, 1, 32, 32]
+    # The sweep's winner was trained, and the exported signature names it, with the exported weights' FID.
+    winner = yaml.safe_load((root / "sweep/best.yaml").read_text())
+    sweep = json.loads((root / "metrics/sweep.json").read_text())
+    assert sweep["trials"] == 4 and winner["trial"]["id"] == sweep["best"]["trial"]
+    assert f"[train] from the sweep winner (sweep/best.yaml): loss.name={winner['loss']['name']}" in log
+    assert signature["sweep_trial"]["id"] == winner["trial"]["id"] and signature["loss"] == winner["loss"]["name"]
+    assert signature["ttur_ratio"] == pytest.approx(winner["trial"]["ttur_ratio"])
+    assert signature["fid"] == metrics["fid"] and signature["step"] == metrics["selected"]["step"]
+    assert signature["weights"] == metrics["selected"]["weights"] in ("G_ema", "best")
     with torch.no_grad():
         images = model(torch.randn(3, 16))
     assert images.shape == (3, 1, 32, 32) and images.min() >= -1 and images.max() <= 1
@@ -106,9 +118,11 @@ def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
     root, env, _ = repo
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "first run"], root, env)
-    _set_params(root, {"train": {"steps": 60}})
+    winner = yaml.safe_load((root / "sweep/best.yaml").read_text())
+    _set_params(root, {"train": {"steps": 60}, "sweep": {"enabled": False}})
     log = _run(["dvc", "repro"], root, env)
     assert "Stage 'prepare' didn't change" in log and "Stage 'reference' didn't change" in log
+    assert "Running stage 'sweep'" in log and "[train] no sweep winner: params.yaml as it is" in log
     assert "Running stage 'train'" in log
     diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], root, env))
     eval_diff = diff["metrics/eval.json"]
@@ -116,4 +130,7 @@ def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
     assert eval_diff["fid"]["old"] != eval_diff["fid"]["new"]
     params_diff = json.loads(_run(["dvc", "params", "diff", "--json"], root, env))
     assert params_diff["params.yaml"]["train.steps"]["old"] == 40 and params_diff["params.yaml"]["train.steps"]["new"] == 60
+    # The winner's values were params of train: DVC shows them leaving with the sweep turned off.
+    assert params_diff["sweep/best.yaml"]["loss.name"] == {"old": winner["loss"]["name"], "new": None}
+    assert params_diff["sweep/best.yaml"]["trial.id"]["old"] == winner["trial"]["id"]
     assert (root / "models/generator/LATEST").read_text().strip() == "2"  # a new version beside the first

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import shutil
 import tempfile
@@ -166,14 +167,14 @@ def trainable(trial_fn: Callable[..., None], constants: Optional[dict[str, Any]]
     return ray.tune.with_resources(wrapped, ray.tune.PlacementGroupFactory([{"CPU": 0, "memory": 16 * 2**20}]))
 
 
-def search_space(random: bool, choices: dict[str, list], log_ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
-    """Tune's param space: every combination of ``choices`` (grid), or draws of them and of log-uniform ranges."""
-    if not random:
-        if log_ranges:
-            raise ValueError("A grid search takes lists of values, not ranges.")
-        return {key: ray.tune.grid_search(list(values)) for key, values in choices.items()}
-    return {**{key: ray.tune.choice(list(values)) for key, values in choices.items()},
-            **{key: ray.tune.loguniform(low, high) for key, (low, high) in log_ranges.items()}}
+def search_space(points: Optional[list[dict[str, Any]]] = None, choices: Optional[dict[str, list]] = None,
+                 log_ranges: Optional[dict[str, tuple[float, float]]] = None) -> dict[str, Any]:
+    """Tune's param space, one trial's values under ``point``: the given ``points`` in this order (a grid),
+    or random draws of ``choices`` and of log-uniform ``log_ranges``."""
+    if points is not None:
+        return {"point": ray.tune.grid_search(list(points))}
+    return {"point": {**{key: ray.tune.choice(list(values)) for key, values in (choices or {}).items()},
+                      **{key: ray.tune.loguniform(low, high) for key, (low, high) in (log_ranges or {}).items()}}}
 
 
 def asha(max_steps: int, grace_steps: int, reduction_factor: int) -> ray.tune.schedulers.ASHAScheduler:
@@ -188,7 +189,7 @@ class TrialOutcome:
 
     trial_id: str
     point: dict[str, Any]
-    """The trial's values of the searched keys."""
+    """The trial's values of the searched keys (its config's ``point``)."""
     reports: list[dict[str, float]] = field(default_factory=list)
     """Every result it reported, in order (``step``, the metric, ``time_total_s``, ``timestamp``, …)."""
     error: Optional[str] = None
@@ -202,7 +203,7 @@ class _Progress(ray.tune.Callback):
         self.label, self.metric = label, metric
 
     def _name(self, trial) -> str:
-        return f"{self.label(trial.config)} ({trial.trial_id})"
+        return f"{self.label(trial.config['point'])} ({trial.trial_id})"
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         print(f"[sweep] {self._name(trial)}: step {result.get('step')} {self.metric} {result.get(self.metric, math.nan):.2f}",
@@ -216,8 +217,12 @@ class _Progress(ray.tune.Callback):
 
 
 def _first_line(error: Any) -> str:
-    lines = [line for line in str(error or "").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "unknown error"
+    """The message of an exception as Ray hands it over (a traceback text): its last line, less the type."""
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    kind, _, message = lines[-1].partition(": ")
+    return message if message and " " not in kind else lines[-1]
 
 
 class SweepInterrupted(UserError):
@@ -244,6 +249,8 @@ def run_sweep(
     A fresh sweep deletes whatever an earlier one left under the storage; a resumed one reruns no trial
     that had ended. Needs a Ray session (``cluster.ray_session``).
     """
+    for noisy in ("ray.tune.logger.tensorboardx", "tensorboardX.x2num"):  # "invalid value" for lists and inf FIDs
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     experiment = f"{storage_uri(ray_cfg.storage_path).rstrip('/')}/{TUNE_RUN}"
     callbacks = [_Progress(label, metric)]
     if resume and ray.tune.Tuner.can_restore(experiment):
@@ -267,8 +274,8 @@ def run_sweep(
         frame = result.metrics_dataframe
         reports = [] if frame is None else frame.to_dict("records")
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        point = {key: result.config[key] for key in param_space if key in result.config}
-        outcomes.append(TrialOutcome(trial_id, point, reports, None if result.error is None else _first_line(result.error)))
+        outcomes.append(TrialOutcome(trial_id, dict(result.config["point"]), reports,
+                                     None if result.error is None else _first_line(result.error)))
     return outcomes
 
 
@@ -307,13 +314,11 @@ def train(
     resume: bool,
     checkpoint_file: str,
     target: Path,
-    accept: Callable[[dict[str, Any]], bool] = lambda metrics: True,
 ) -> dict[str, Any]:
     """Run ``train_fn`` with Ray Train, copy ``checkpoint_file`` of the last checkpoint to ``target``.
 
     With ``resume`` the run Ray keeps under ``ray.storage_path`` continues; otherwise it is deleted
-    first, wherever it is stored, so a fresh run never inherits an old one. Returns the last metrics;
-    the checkpoint is copied only if ``accept(metrics)`` (e.g. not after a diverged run).
+    first, wherever it is stored, so a fresh run never inherits an old one. Returns the last metrics.
     """
     with ray_session(ray_cfg):
         if not resume:
@@ -322,10 +327,8 @@ def train(
             result = make_trainer(train_fn, loop_config, ray_cfg).fit()
         except ray.train.WorkerGroupError as error:
             raise user_error_of(error) or error
-        metrics = dict(result.metrics or {})
-        if accept(metrics):
-            copy_result_file(result, checkpoint_file, target)
-    return metrics
+        copy_result_file(result, checkpoint_file, target)
+    return dict(result.metrics or {})
 
 
 def user_error_of(error: ray.train.WorkerGroupError) -> Optional[UserError]:

@@ -1,0 +1,260 @@
+"""The sweep stage: the search space and its checks (pure), then real Ray Tune + Ray Train sweeps on 8 px faces."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gans.config import ConfigError
+from gans.data import write_prepared
+from gans.metrics import features_of_images, make_extractor, reference_statistics, save_reference
+from pipeline import sweep as sweep_stage
+from pipeline.params import Params, PathsConfig, RayConfig, SweepConfig, load_params, parse_params
+from tests.conftest import lfw_photo, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- the search space, each trial's config, the checks (no Ray) ---------------------------------------------
+
+
+def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
+    base = tiny_config(optim={"lr_g": 1e-4, "betas_g": [0.5, 0.999], "betas_d": [0.5, 0.999]})
+    sweep = SweepConfig()
+    hinge = sweep_stage.trial_config(base, sweep, {"loss": "hinge", "ttur_ratio": 4})
+    assert hinge.optim.lr_g == 1e-4 and hinge.optim.lr_d == pytest.approx(4e-4)
+    assert hinge.optim.betas_g == hinge.optim.betas_d == (0.0, 0.9) and hinge.n_critic == 1
+    wgan = sweep_stage.trial_config(base, sweep, {"loss": "wgan-gp", "ttur_ratio": 1})
+    assert wgan.optim.betas_d == (0.0, 0.9) and wgan.n_critic == 5 and wgan.d_norm == "none"
+    bce = sweep_stage.trial_config(base, sweep, {"loss": "bce", "ttur_ratio": 2})
+    assert bce.optim.betas_g == (0.5, 0.999) and bce.n_critic == 1  # params.yaml's betas
+    # Set in the sweep section, they apply to every trial.
+    fixed = sweep_stage.trial_config(base, SweepConfig(betas=(0.5, 0.99), n_critic=2, lr_g=3e-4), {"loss": "hinge", "ttur_ratio": 2})
+    assert fixed.optim.betas_d == (0.5, 0.99) and fixed.n_critic == 2 and fixed.optim.lr_d == pytest.approx(6e-4)
+    # A trial is short: the sweep's budget, scored and checkpointed at every report, never a resume.
+    assert (bce.train.steps, bce.train.fid_every, bce.train.snapshot_every, bce.train.resume) == (800, 200, 200, False)
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"losses": []}, r"^sweep\.losses is empty, so the sweep has nothing to try; list at least one value\.$"),
+    ({"ttur_ratios": [1, 0]}, r"^sweep\.ttur_ratios holds 0\.0; every lr_d / lr_g ratio must be positive\.$"),
+    ({"steps": 100, "fid_every": 50, "grace_steps": 200}, r"^sweep\.steps=100 is smaller than sweep\.grace_steps=200"),
+    ({"steps": 500, "fid_every": 200}, r"^sweep\.steps=500 must be a multiple of sweep\.fid_every=200"),
+    ({"scheduler": "pbt"}, r"^sweep\.scheduler='pbt' is not valid; allowed values: asha, fifo\.$"),
+])
+def test_bad_sweep_params_are_one_sentence_naming_the_key(section, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_params({"sweep": section})
+
+
+def test_names_in_the_space_and_the_reference_are_checked_before_any_trial(tmp_path):
+    def params(**sweep) -> Params:
+        return dataclasses.replace(Params(), sweep=SweepConfig(**sweep),
+                                   paths=PathsConfig(reference=str(tmp_path / "missing.npz")))
+
+    with pytest.raises(ConfigError, match=r"^sweep\.losses='wgan' is not valid; allowed values: bce, hinge, lsgan, wgan-gp\.$"):
+        sweep_stage.check_sweep(params(losses=("bce", "wgan")))
+    with pytest.raises(ConfigError, match=r"^sweep\.models='stylegan' is not valid; allowed values: dcgan, mlp, sagan\.$"):
+        sweep_stage.check_sweep(params(models=("dcgan", "stylegan")))
+    with pytest.raises(ConfigError, match=r"^sweep\.ttur_ratios/losses/models: the trial bce ×10000 is invalid "
+                                          r"\(optim\.lr_d=2\.0 must be in \(0, 1\)\)\.$"):
+        sweep_stage.check_sweep(params(losses=("bce",), ttur_ratios=(1, 1e4)))
+    with pytest.raises(Exception, match=r"^No reference statistics at .*missing\.npz; run the reference stage first\.$"):
+        sweep_stage.check_sweep(params())
+
+
+def test_trials_that_cannot_all_get_their_workers_are_refused():
+    cpu = RayConfig(cpus_per_worker=1)
+    sweep_stage.check_capacity(SweepConfig(workers_per_trial=1, max_concurrent=2), cpu, {"CPU": 2})  # fits exactly
+    with pytest.raises(sweep_stage.SweepError, match=r"^sweep\.workers_per_trial=4 needs 4 CPUs per trial but the cluster has 2"):
+        sweep_stage.check_capacity(SweepConfig(workers_per_trial=4), cpu, {"CPU": 2})
+    with pytest.raises(sweep_stage.SweepError, match=r"^sweep\.max_concurrent=3 trials × 1 CPUs need 3 CPUs but the cluster has 2; "
+                                                     r"set sweep\.max_concurrent to at most 2\.$"):
+        sweep_stage.check_capacity(SweepConfig(max_concurrent=3), cpu, {"CPU": 2})
+    with pytest.raises(sweep_stage.SweepError, match=r"needs 2 GPUs per trial but the cluster has 1"):
+        sweep_stage.check_capacity(SweepConfig(workers_per_trial=2, max_concurrent=1), RayConfig(use_gpu=True), {"CPU": 8, "GPU": 1})
+
+
+def test_a_disabled_sweep_writes_an_empty_winner_and_train_uses_params_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("sweep: {enabled: false}\nloss: {name: lsgan}\n")
+    started = time.perf_counter()
+    assert sweep_stage.run(load_params()) is None
+    assert time.perf_counter() - started < 30  # "in seconds": no Ray, no training
+    assert yaml.safe_load(Path("sweep/best.yaml").read_text()) == {}
+    assert json.loads(Path("metrics/sweep.json").read_text()) == {"enabled": False, "trials": 0}
+    assert Path("plots/sweep/fid_curves.png").stat().st_size > 0
+    params = load_params(with_sweep_winner=True)
+    assert params.from_sweep == () and params.gan.loss.name == "lsgan"
+
+
+def test_the_winner_overrides_params_yaml_for_train(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("loss: {name: bce}\noptim: {lr_g: 0.0001}\n")
+    Path("sweep").mkdir()
+    Path("sweep/best.yaml").write_text("loss: {name: hinge}\noptim: {lr_d: 0.0004}\ntrain: {n_critic: 1}\n"
+                                       "trial: {id: abc_00001, ttur_ratio: 4.0, fid: 99.5}\n")
+    params = load_params(with_sweep_winner=True)
+    assert params.gan.loss.name == "hinge" and params.gan.optim.lr_d == 4e-4 and params.gan.optim.lr_g == 1e-4
+    assert params.from_sweep == ("loss.name", "optim.lr_d", "train.n_critic")
+    assert load_params().gan.loss.name == "bce"  # only train asks for the winner
+    Path("sweep/best.yaml").write_text("loss: {name: hinge, lr: 3}\n")
+    with pytest.raises(ConfigError, match=r"^Unknown key loss\.lr"):
+        load_params(with_sweep_winner=True)
+
+
+# --- real sweeps ----------------------------------------------------------------------------------------------
+
+
+def _faces(root: Path, resolution: int = 8) -> tuple[str, str]:
+    """The 100 LFW faces at ``resolution`` px, prepared, with their reference statistics."""
+    images = np.stack([np.asarray(lfw_photo(i, resolution))[None] for i in range(100)]).astype(np.uint8)
+    prepared = write_prepared(root / "prepared", images, {"count": 100})
+    reference = root / "reference.npz"
+    save_reference(reference, reference_statistics(features_of_images(torch.from_numpy(images), make_extractor(), verbose=False)))
+    return str(prepared), str(reference)
+
+
+TINY_GAN = {
+    "data": {"resolution": 8, "channels": 1},
+    "model": {"name": "mlp", "z_dim": 16, "g_width": 64, "d_width": 64},
+    "train": {"batch_size": 16, "log_every": 10, "n_fixed": 4, "fid_samples": 48, "ema_decay": 0.9},
+}
+
+
+def _sweep_params(tmp_path: Path, data: tuple[str, str], **sweep) -> Params:
+    paths = PathsConfig(prepared=data[0], reference=data[1], sweep_best=str(tmp_path / "sweep/best.yaml"),
+                        sweep_trials=str(tmp_path / "sweep/trials.csv"), sweep_metrics=str(tmp_path / "metrics/sweep.json"),
+                        sweep_plots=str(tmp_path / "plots/sweep"))
+    raw = {**TINY_GAN, "sweep": {"steps": 120, "fid_every": 30, "grace_steps": 60, "reduction_factor": 2, **sweep}}
+    return dataclasses.replace(parse_params(raw), ray=RayConfig(storage_path=str(tmp_path / "ray")), paths=paths)
+
+
+def _table(params: Params) -> list[dict]:
+    with open(params.paths.sweep_trials) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return _faces(tmp_path_factory.mktemp("faces"))
+
+
+def _seed_ordering(params: Params, ranks: dict[float, int]) -> Params:
+    """``params`` with the first ``train.seed`` whose shuffled grid runs the ratios in the order of ``ranks``.
+
+    ASHA compares a trial with those that reached the rung before it, so the test fixes who comes first.
+    """
+    for seed in range(10_000):
+        cfg = dataclasses.replace(params.gan, train=dataclasses.replace(params.gan.train, seed=seed))
+        order = [ranks[point["ttur_ratio"]] for point in sweep_stage.grid_points(params.sweep, cfg)]
+        if order == sorted(order):
+            return dataclasses.replace(params, gan=cfg)
+    raise AssertionError("no seed gives that order")
+
+
+@pytest.fixture(scope="module")
+def asha_sweep(tmp_path_factory, faces):
+    """bce/wgan-gp × ratios {1, 1e-6 (D frozen: G cannot learn)}, ASHA, 2 trials at a time.
+
+    An infinite gradient-penalty weight makes every wgan-gp trial diverge (its D loss turns NaN/inf).
+    The ratio-1 trials run first: the learning one sets the bar at each rung.
+    """
+    root = tmp_path_factory.mktemp("sweep")
+    params = _sweep_params(root, faces, losses=["bce", "wgan-gp"], ttur_ratios=[1, 1e-6])
+    params = dataclasses.replace(params, gan=dataclasses.replace(
+        params.gan, loss=dataclasses.replace(params.gan.loss, gp_weight=math.inf)))
+    params = _seed_ordering(params, {1.0: 0, 1e-6: 1})
+    metrics = sweep_stage.run(params)
+    return params, metrics, _table(params)
+
+
+def test_asha_stops_the_configuration_that_cannot_learn_and_a_diverged_trial_fails(asha_sweep):
+    params, metrics, rows = asha_sweep
+    trials = {(row["loss"], float(row["ttur_ratio"])): row for row in rows}
+    assert sorted(trials) == [("bce", 1e-6), ("bce", 1.0), ("wgan-gp", 1e-6), ("wgan-gp", 1.0)]
+    # The losses turned NaN/inf: each such trial ended as failed, and the sweep went on.
+    for ratio in (1.0, 1e-6):
+        failed = trials["wgan-gp", ratio]
+        assert failed["status"] == "failed" and failed["error"].startswith("Training diverged at step 10 (") and not failed["best_fid"]
+        assert (failed["n_critic"], failed["betas_d"]) == ("5", "0 0.9")  # wgan-gp's resolved settings
+    # D frozen (lr_d ≈ 0): G cannot learn, it scored worse than the learning trial, ASHA stopped it early.
+    learning, frozen = trials["bce", 1.0], trials["bce", 1e-6]
+    assert learning["status"] == "completed" and int(learning["steps_run"]) == 120
+    assert frozen["status"] == "stopped" and int(frozen["steps_run"]) == 60  # ASHA's one rung: 60 steps
+    assert float(learning["fid@60"]) < float(frozen["fid@60"])
+    # The counts and the trial-steps ASHA spent are in the metrics.
+    assert (metrics["completed"], metrics["stopped"], metrics["failed"]) == (1, 1, 2)
+    assert metrics["trial_steps"] == sum(int(row["steps_run"]) for row in rows) < metrics["trial_steps_full"] == 4 * 120
+    # Every resolved setting and the seed are recorded.
+    assert (learning["betas_d"], learning["n_critic"], float(learning["lr_d"])) == ("0.5 0.999", "1", pytest.approx(2e-4))
+    assert float(frozen["lr_d"]) == pytest.approx(2e-10)
+    assert {row["seed"] for row in rows} == {str(params.gan.train.seed)}
+
+
+def test_the_winner_is_the_trial_with_the_lowest_fid_in_the_table(asha_sweep):
+    params, metrics, rows = asha_sweep
+    scored = [row for row in rows if row["best_fid"]]
+    best_row = min(scored, key=lambda row: float(row["best_fid"]))
+    winner = yaml.safe_load(Path(params.paths.sweep_best).read_text())
+    assert winner["trial"]["id"] == best_row["trial"] == metrics["best"]["trial"]
+    assert winner["loss"] == {"name": best_row["loss"]}
+    assert winner["optim"]["lr_d"] == pytest.approx(float(best_row["lr_d"]))
+    assert winner["trial"]["fid"] == pytest.approx(float(best_row["best_fid"]), rel=1e-4) == pytest.approx(metrics["best_fid"], rel=1e-4)
+    # The winner's values pass the config checks as train will apply them.
+    parse_params({**TINY_GAN, **{k: v for k, v in winner.items() if k != "trial"}})
+    # Plots: curves and heat map as PNG, curves as CSV for dvc plots (one row per report of a scored trial).
+    plots = Path(params.paths.sweep_plots)
+    assert all((plots / name).stat().st_size > 5000 for name in ("fid_curves.png", "fid_heatmap.png"))
+    with open(plots / "fid_curves.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) == sum(len([k for k in row if k.startswith("fid@") and row[k]]) for row in rows)
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_ended_trials(tmp_path, faces):
+    """SIGINT the stage after the first trial ended; `sweep.resume: true` finishes the rest only."""
+    params_file = tmp_path / "params.yaml"
+
+    def write_params(resume: bool) -> None:
+        raw = {**TINY_GAN, "sweep": {"losses": ["bce", "hinge"], "ttur_ratios": [1], "steps": 60, "fid_every": 20,
+                                     "grace_steps": 20, "scheduler": "fifo", "max_concurrent": 1, "resume": resume},
+               "paths": {"prepared": faces[0], "reference": faces[1]}}
+        params_file.write_text(yaml.safe_dump(raw))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    write_params(resume=False)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.sweep"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:  # the stage prints "ended at step" when a trial ends
+        lines.append(line)
+        if "ended at step 60" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + process.communicate(timeout=300)[0]
+    assert process.returncode == 1, out
+    assert "The sweep stopped before all 2 trials ended; set sweep.resume: true to continue it" in out
+    first = next(line for line in lines if "ended at step 60" in line).split("(")[1].split(")")[0]
+    assert not (tmp_path / "sweep/best.yaml").exists()  # nothing written for a half sweep
+
+    write_params(resume=True)
+    resumed = subprocess.run([sys.executable, "-m", "pipeline.sweep"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming the sweep" in resumed.stdout
+    assert f"({first}): step" not in resumed.stdout  # the ended trial reported nothing again
+    rows = list(csv.DictReader(open(tmp_path / "sweep/trials.csv")))
+    assert sorted(row["status"] for row in rows) == ["completed", "completed"] and first in {row["trial"] for row in rows}
