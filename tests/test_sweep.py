@@ -255,6 +255,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_ended_trials(tmp_path, f
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming the sweep" in resumed.stdout
-    assert f"({first}): step" not in resumed.stdout  # the ended trial reported nothing again
+    assert f"({first}): step" not in resumed.stdout  # the ended trial reported nothing again, the other one did
+    assert resumed.stdout.count("ended at step 60") == 1 and first not in resumed.stdout.split("ended at step 60")[0][-40:]
     rows = list(csv.DictReader(open(tmp_path / "sweep/trials.csv")))
     assert sorted(row["status"] for row in rows) == ["completed", "completed"] and first in {row["trial"] for row in rows}

@@ -266,8 +266,9 @@ def run_sweep(
                            scheduler=scheduler, constants=constants, num_samples=num_samples, seed=seed,
                            callbacks=callbacks, name=TUNE_RUN)
     grid = tuner.fit()
-    if grid.num_terminated + grid.num_errors < len(grid):
-        raise SweepInterrupted(f"The sweep stopped before all {len(grid)} trials ended; set sweep.resume: true "
+    expected = num_samples * math.prod(len(v["grid_search"]) for v in param_space.values() if isinstance(v, dict) and "grid_search" in v)
+    if grid.num_terminated + grid.num_errors < expected:  # Ctrl-C: some trials never started or never ended
+        raise SweepInterrupted(f"The sweep stopped before all {expected} trials ended; set sweep.resume: true "
                                "to continue it (ended trials are not rerun).")
     outcomes = []
     for result in grid:
