@@ -33,8 +33,8 @@ from gans.prepare.stream import prepare_images
 CHECKPOINT = Path("artifacts/train/checkpoint.pt")
 
 
-def generated_images(n: int, seed: int, steps: int) -> torch.Tensor:
-    """uint8 samples of the default run's EMA generator (or of one trained here), z drawn as evaluate does."""
+def trained_generator(steps: int) -> torch.nn.Module:
+    """The default run's EMA generator, or one trained here for ``steps`` steps."""
     if CHECKPOINT.is_file():
         state = checkpoint.load(CHECKPOINT)
         print(f"generator: {CHECKPOINT} (step {state['step']})")
@@ -44,8 +44,12 @@ def generated_images(n: int, seed: int, steps: int) -> torch.Tensor:
         work = Path(tempfile.mkdtemp(prefix="bench-fid-"))
         state = fit(cfg, PreparedDataset(write_prepared(work / "data", images, {})), work_dir=work / "run")
         print(f"generator: trained here for {steps} steps (no {CHECKPOINT}; `make run` makes one)")
-    generator = checkpoint.load_generator(state)
-    z = torch.from_numpy(np.random.RandomState(seed).randn(n, state["config"].model.z_dim)).float()
+    return checkpoint.load_generator(state)
+
+
+def generated_images(generator: torch.nn.Module, n: int, seed: int) -> torch.Tensor:
+    """uint8 samples of ``generator``, z drawn as evaluate does."""
+    z = torch.from_numpy(np.random.RandomState(seed).randn(n, generator.z_dim)).float()
     with torch.no_grad():
         return to_uint8(generator(z))
 
@@ -62,7 +66,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     real, _, _ = prepare_images(GANConfig().data, progress=False)
     real = torch.from_numpy(real)
-    fake = generated_images(args.n_fake, seed=2026, steps=args.steps)
+    generator = trained_generator(args.steps)
+    fake = generated_images(generator, args.n_fake, seed=2026)
     exact, fast = metrics.make_extractor(device, "exact"), metrics.make_extractor(device, "fast")
     paths = {
         "torch-fidelity": lambda images: metrics.features_via_torch_fidelity(images, args.batch_size),
@@ -102,6 +107,19 @@ def main() -> None:
         median = statistics.median(seconds[name])
         print(f"{name:<16} {len(timing) / median:7.1f} {reference_time / median:17.2f} {max_error:9.2e} {l2_error:9.2e} "
               f"{value:9.3f} {abs(value - ref_fid) / ref_fid:9.2e}")
+    in_training_error(generator, real, args.n_fake, GANConfig().train.fid_samples)
+
+
+
+def in_training_error(generator: torch.nn.Module, real: torch.Tensor, n_fake: int, samples: int, seeds: int = 5) -> None:
+    """The in-training FID (fast extractor, ``samples`` images, as ``gans.loop`` scores) against evaluate's exact FID."""
+    reference = metrics.reference_statistics(metrics.features_of_images(real, metrics.make_extractor("cpu", "exact"), verbose=False))
+    exact = metrics.fid(reference, metrics.features_of_generator(generator, generator.z_dim, n_fake, 2026,
+                                                                 metrics.make_extractor("cpu", "exact"), verbose=False))
+    scores = [metrics.InTrainingFID(reference, samples, seed=seed)(generator) for seed in range(2027, 2027 + seeds)]
+    mean, spread = statistics.mean(scores), statistics.stdev(scores)
+    print(f"in-training FID (fast, {samples} images, {seeds} latent draws): {mean:.2f} ± {spread:.2f} against exact "
+          f"{exact:.2f} ({n_fake} images): {100 * (mean - exact) / exact:+.1f} % (draw-to-draw ±{100 * spread / exact:.1f} %)")
 
 
 if __name__ == "__main__":

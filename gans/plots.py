@@ -29,6 +29,15 @@ def _pyplot():
     return plt
 
 
+def _save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as a PNG atomically and release it."""
+    plt = _pyplot()
+    try:
+        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
+    finally:
+        plt.close(fig)
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, upscale: int = 2) -> Path:
     """Save images in [-1, 1] ([N, C, H, W]) as one grid PNG, nearest-upscaled so small images stay visible."""
     images = images.detach().float().cpu()
@@ -60,10 +69,7 @@ def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
-    finally:
-        plt.close(fig)
+    return _save_figure(fig, path, dpi=100)
 
 
 def save_labelled_rows(rows: dict[str, list], path: str | os.PathLike) -> Path:
@@ -81,10 +87,7 @@ def save_labelled_rows(rows: dict[str, list], path: str | os.PathLike) -> Path:
                 ax.axis("off")
         row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout()
-    try:
-        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=80))
-    finally:
-        plt.close(fig)
+    return _save_figure(fig, path, dpi=80)
 
 
 def save_lines(series: Sequence[dict], path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = "") -> Path:
@@ -109,10 +112,7 @@ def save_lines(series: Sequence[dict], path: str | os.PathLike, *, xlabel: str, 
         ax.legend(fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    try:
-        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
-    finally:
-        plt.close(fig)
+    return _save_figure(fig, path, dpi=100)
 
 
 def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str], columns: Sequence[str],
@@ -134,7 +134,4 @@ def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    try:
-        return _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
-    finally:
-        plt.close(fig)
+    return _save_figure(fig, path, dpi=100)

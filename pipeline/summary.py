@@ -18,6 +18,12 @@ def main() -> None:
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         print(f"  metrics      {metrics_path}  (FID {metrics['fid']:.2f}, initial {metrics['fid_initial']:.2f})")
+    sweep_path = Path(paths.sweep_metrics)
+    if sweep_path.is_file() and json.loads(sweep_path.read_text()).get("trials"):
+        sweep = json.loads(sweep_path.read_text())
+        best = sweep["best"]
+        print(f"  sweep        {paths.sweep_trials}, {paths.sweep_plots}/  ({sweep['trials']} trials, "
+              f"{sweep['stopped']} stopped early, {sweep['failed']} failed; winner {best['loss']} ×{best['ttur_ratio']:g})")
     print(f"  sample grid  {Path(paths.eval_plots) / GRID_FILE}")
     print(f"  loss curves  {Path(paths.eval_plots) / CURVES_FILE}")
     print(f"  dataset      {Path(paths.prepared) / 'preview.png'}")

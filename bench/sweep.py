@@ -1,0 +1,98 @@
+"""What the sweep costs and what ASHA saves, on the default sweep (params.yaml) and the prepared data.
+
+Prints, all measured in this run on this machine:
+
+1. **Tune's overhead per trial**: the first ``--overhead-trials`` grid points run one at a time as a Tune
+   sweep (FIFO), then the same Train runs outside Tune, one after the other, in the same Ray session;
+   overhead = (sweep wall − Σ Train walls) / trials. Tune's experiment start-up is included (amortised).
+2. **ASHA against the full grid**: the default sweep (ASHA) and the same grid with FIFO, each as the stage
+   runs it; the trial-steps each used, the fraction ASHA saved, and whether both picked the same winner.
+
+Needs ``dvc repro reference`` first (data/prepared and data/reference.npz). Outputs go to bench/out/sweep/.
+
+    python bench/sweep.py                 # about 10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline import sweep as sweep_stage
+from pipeline.params import Params, load_params
+from pipeline.ray_runtime import training as ray_training
+from pipeline.ray_runtime.cluster import ray_session
+from pipeline.worker import train_func_per_worker
+
+OUT = Path("bench/out/sweep")
+
+
+def with_outputs(params: Params, name: str, **sweep) -> Params:
+    """``params`` writing under bench/out/sweep/<name>/ with ``sweep`` overrides."""
+    root = OUT / name
+    paths = dataclasses.replace(params.paths, sweep_best=str(root / "best.yaml"), sweep_trials=str(root / "trials.csv"),
+                                sweep_metrics=str(root / "sweep.json"), sweep_plots=str(root / "plots"))
+    ray_cfg = dataclasses.replace(params.ray, storage_path=str((root / "ray").resolve()))
+    return dataclasses.replace(params, paths=paths, ray=ray_cfg, sweep=dataclasses.replace(params.sweep, **sweep))
+
+
+def tune_overhead(params: Params, trials: int) -> dict[str, float]:
+    """Per-trial wall of a one-at-a-time Tune sweep minus the same Train runs outside Tune."""
+    points = sweep_stage.grid_points(params.sweep, params.gan)[:trials]
+    params = with_outputs(params, "overhead", scheduler="fifo", max_concurrent=1)
+    ray_cfg = sweep_stage.trial_ray_config(params)
+    constants = {"base": params.gan, "sweep": params.sweep, "ray_cfg": ray_cfg,
+                 "prepared": str(Path(params.paths.prepared).resolve()), "reference": str(Path(params.paths.reference).resolve())}
+    with ray_session(ray_cfg, dashboard=True):
+        started = time.perf_counter()
+        ray_training.run_sweep(sweep_stage.run_trial, ray_training.search_space(points=points), ray_cfg, constants=constants,
+                               metric=sweep_stage.METRIC, mode="min", max_concurrent=1, scheduler=None, num_samples=1,
+                               seed=0, resume=False, label=sweep_stage.label)
+        tune_wall = time.perf_counter() - started
+        plain_walls = []
+        for index, point in enumerate(points):
+            loop_config = {**{k: constants[k] for k in ("prepared", "reference")}, "live_dir": None,
+                           "cfg": sweep_stage.trial_config(params.gan, params.sweep, point)}
+            started = time.perf_counter()
+            ray_training.make_trainer(train_func_per_worker, loop_config,
+                                      dataclasses.replace(ray_cfg, storage_path=ray_cfg.storage_path + "-plain"),
+                                      name=f"plain-{index}").fit()
+            plain_walls.append(time.perf_counter() - started)
+            print(f"[bench] {sweep_stage.label(point)} outside Tune: {plain_walls[-1]:.1f} s", flush=True)
+    return {"tune_wall": tune_wall, "plain_wall": sum(plain_walls), "per_trial": (tune_wall - sum(plain_walls)) / len(points)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--overhead-trials", type=int, default=2, help="grid points timed with and without Tune")
+    args = parser.parse_args()
+    params = load_params()
+    print(f"[bench] device: cpu ({torch.get_num_threads()} threads); sweep: {len(sweep_stage.grid_points(params.sweep, params.gan))} "
+          f"trials, {params.sweep.steps} steps each, FID every {params.sweep.fid_every}", flush=True)
+
+    overhead = tune_overhead(params, args.overhead_trials)
+    results = {}
+    for scheduler in ("asha", "fifo"):
+        started = time.perf_counter()
+        metrics = sweep_stage.run(with_outputs(params, scheduler, scheduler=scheduler))
+        results[scheduler] = {**metrics, "wall": time.perf_counter() - started}
+
+    asha, fifo = results["asha"], results["fifo"]
+    print("\n| measure | value |\n|---|---|")
+    print(f"| {args.overhead_trials} trials one at a time: Tune sweep wall | {overhead['tune_wall']:.1f} s |")
+    print(f"| the same Train runs outside Tune | {overhead['plain_wall']:.1f} s |")
+    print(f"| **Tune's overhead per trial** | **{overhead['per_trial']:.1f} s** |")
+    print(f"| full grid (FIFO): trial-steps, wall | {fifo['trial_steps']}, {fifo['wall']:.0f} s |")
+    print(f"| ASHA: trial-steps, wall, stopped early | {asha['trial_steps']}, {asha['wall']:.0f} s, {asha['stopped']} of {asha['trials']} |")
+    print(f"| **trial-steps ASHA saved** | **{100 * (1 - asha['trial_steps'] / fifo['trial_steps']):.0f} %** |")
+    same = asha["best"]["loss"] == fifo["best"]["loss"] and asha["best"]["ttur_ratio"] == fifo["best"]["ttur_ratio"]
+    print(f"| winner: ASHA / full grid | {asha['best']['loss']} ×{asha['best']['ttur_ratio']:g} (FID {asha['best_fid']:.1f}) / "
+          f"{fifo['best']['loss']} ×{fifo['best']['ttur_ratio']:g} (FID {fifo['best_fid']:.1f}): **{'same' if same else 'different'}** |")
+
+
+if __name__ == "__main__":
+    main()
