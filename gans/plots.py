@@ -116,8 +116,9 @@ def save_lines(series: Sequence[dict], path: str | os.PathLike, *, xlabel: str, 
 
 
 def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str], columns: Sequence[str],
-                 path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = "") -> Path:
-    """A table of numbers as a colour map with each cell's value written in it (None: an empty cell)."""
+                 path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = "",
+                 notes: Optional[Sequence[Sequence[str]]] = None) -> Path:
+    """A table of numbers as a colour map with each cell's value (and note) written in it (None: an empty cell)."""
     import numpy as np
 
     plt = _pyplot()
@@ -127,7 +128,8 @@ def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str
     ax.set_xticks(range(len(columns)), labels=list(columns))
     ax.set_yticks(range(len(rows)), labels=list(rows))
     for (i, j), value in np.ndenumerate(grid):
-        ax.text(j, i, "–" if math.isnan(value) else f"{value:.1f}", ha="center", va="center", color="w" if math.isnan(value) else "k",
+        text = ("–" if math.isnan(value) else f"{value:.1f}") + (f"\n{notes[i][j]}" if notes and notes[i][j] else "")
+        ax.text(j, i, text, ha="center", va="center", fontsize=9, color="w" if math.isnan(value) else "k",
                 bbox={"facecolor": "white", "alpha": 0.6, "linewidth": 0} if not math.isnan(value) else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -161,6 +161,7 @@ def summarize(outcomes: list[ray_training.TrialOutcome], params: Params) -> list
         last = outcome.reports[-1] if outcome.reports else {}
         row = {
             "trial": outcome.trial_id,
+            "number": _trial_number(outcome.trial_id),
             "status": status,
             "model": cfg.model.name,
             "loss": cfg.loss.name,
@@ -181,6 +182,12 @@ def summarize(outcomes: list[ray_training.TrialOutcome], params: Params) -> list
         rows.append(row)
     rows.sort(key=lambda row: (row["best_fid"] is None, row["best_fid"] or 0.0, row["trial"]))
     return rows
+
+
+def _trial_number(trial_id: str) -> Optional[int]:
+    """Tune's trial ids end in the trial's number (its place in the generated order): stable across reruns."""
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def write_table(rows: list[dict[str, Any]], params: Params, path: str | Path) -> Path:
@@ -214,7 +221,7 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
     used, full = sum(row["steps_run"] for row in rows), len(rows) * sweep.steps
     return {
         "best_fid": winner["best_fid"],
-        "best": {key: winner[key] for key in ("trial", "model", "loss", "ttur_ratio", "lr_g", "lr_d", "betas_g", "betas_d", "n_critic")},
+        "best": {key: winner[key] for key in ("trial", "number", "model", "loss", "ttur_ratio", "lr_g", "lr_d", "betas_g", "betas_d", "n_critic")},
         "trials": len(rows),
         **{status: sum(row["status"] == status for row in rows) for status in STATUSES},
         "trial_steps": used,
@@ -234,8 +241,10 @@ def winner_overrides(winner: dict[str, Any], params: Params) -> dict[str, Any]:
     }
     if params.sweep.models is not None:
         overrides = {"model": {"name": winner["model"]}, **overrides}
-    overrides["trial"] = {"id": winner["trial"], "ttur_ratio": winner["ttur_ratio"], "fid": round(winner["best_fid"], 4),
-                          "steps": winner["steps_run"]}
+    # Only what a rerun of the same sweep reproduces (Tune's trial ids are random; the number is not), so an
+    # unchanged winner leaves this params file, and so train, unchanged. metrics/sweep.json has the Tune id.
+    overrides["trial"] = {"number": winner["number"], "label": label(_point(winner, params)), "ttur_ratio": winner["ttur_ratio"],
+                          "fid": round(winner["best_fid"], 2), "steps": winner["steps_run"]}
     return overrides
 
 
@@ -250,7 +259,7 @@ def write_winner(overrides: dict[str, Any], path: str | Path) -> Path:
 def write_plots(rows: list[dict[str, Any]], params: Params, directory: str | Path) -> None:
     """FID curves (stopped trials end in a cross), the best-FID heat map, and the curves as CSV for dvc plots."""
     directory = Path(directory)
-    series = [{"label": f"{label(_point(row))} ({row['status']})", "x": list(row["fids"]), "y": list(row["fids"].values()),
+    series = [{"label": f"{label(_point(row, params))} ({row['status']})", "x": list(row["fids"]), "y": list(row["fids"].values()),
                "ended_early": row["status"] != "completed"} for row in sorted(rows, key=lambda row: row["trial"])]
     if not rows:
         save_lines([], directory / CURVES_PNG, xlabel="step", ylabel="FID", title="sweep disabled")
@@ -264,24 +273,31 @@ def write_plots(rows: list[dict[str, Any]], params: Params, directory: str | Pat
         writer.writerow(["trial", "status", "step", "fid"])
         for row in rows:
             for step, fid in row["fids"].items():
-                writer.writerow([label(_point(row)), row["status"], step, f"{fid:.6g}"])
+                writer.writerow([label(_point(row, params)), row["status"], step, f"{fid:.6g}"])
 
 
 def _save_best_fid_map(rows: list[dict[str, Any]], path: Path) -> None:
-    """The best FID of each (loss, ratio) cell; several models or random draws in a cell: the cell's best."""
+    """The best FID of each (loss, ratio) cell and how its trial ended; several per cell (models, draws): the best."""
     losses = sorted({row["loss"] for row in rows})
     ratios = sorted({row["ttur_ratio"] for row in rows})
-    best: dict[tuple[str, float], Optional[float]] = {}
+    best: dict[tuple[str, float], dict[str, Any]] = {}
     for row in rows:
-        key, fid = (row["loss"], row["ttur_ratio"]), row["best_fid"]
-        if key not in best or (fid is not None and (best[key] is None or fid < best[key])):
-            best[key] = fid
-    save_heatmap([[best.get((loss, ratio)) for ratio in ratios] for loss in losses], losses, [f"{r:g}" for r in ratios],
-                 path, xlabel="TTUR ratio lr_d / lr_g", ylabel="loss", title="best in-training FID per cell (– failed)")
+        key, current = (row["loss"], row["ttur_ratio"]), best.get((row["loss"], row["ttur_ratio"]))
+        if current is None or (row["best_fid"] is not None and (current["best_fid"] is None or row["best_fid"] < current["best_fid"])):
+            best[key] = row
+
+    def note(row: Optional[dict[str, Any]]) -> str:
+        if row is None:
+            return ""
+        return row["status"] if row["status"] != "stopped" else f"stopped @{row['steps_run']}"
+
+    save_heatmap([[(best.get((loss, ratio)) or {}).get("best_fid") for ratio in ratios] for loss in losses],
+                 losses, [f"{r:g}" for r in ratios], path, xlabel="TTUR ratio lr_d / lr_g", ylabel="loss",
+                 title="best in-training FID per cell", notes=[[note(best.get((loss, ratio))) for ratio in ratios] for loss in losses])
 
 
-def _point(row: dict[str, Any]) -> dict[str, Any]:
-    return {LOSS: row["loss"], RATIO: row["ttur_ratio"], MODEL: row["model"]}
+def _point(row: dict[str, Any], params: Params) -> dict[str, Any]:
+    return {LOSS: row["loss"], RATIO: row["ttur_ratio"], **({MODEL: row["model"]} if params.sweep.models else {})}
 
 
 # --- the stage --------------------------------------------------------------------------------------------

@@ -96,9 +96,9 @@ def test_repro_produces_every_stage_output(repo):
     # The sweep's winner was trained, and the exported signature names it, with the exported weights' FID.
     winner = yaml.safe_load((root / "sweep/best.yaml").read_text())
     sweep = json.loads((root / "metrics/sweep.json").read_text())
-    assert sweep["trials"] == 4 and winner["trial"]["id"] == sweep["best"]["trial"]
+    assert sweep["trials"] == 4 and winner["trial"]["number"] == sweep["best"]["number"]
     assert f"[train] from the sweep winner (sweep/best.yaml): loss.name={winner['loss']['name']}" in log
-    assert signature["sweep_trial"]["id"] == winner["trial"]["id"] and signature["loss"] == winner["loss"]["name"]
+    assert signature["sweep_trial"] == winner["trial"] and signature["loss"] == winner["loss"]["name"]
     assert signature["ttur_ratio"] == pytest.approx(winner["trial"]["ttur_ratio"])
     assert signature["fid"] == metrics["fid"] and signature["step"] == metrics["selected"]["step"]
     assert signature["weights"] == metrics["selected"]["weights"] in ("G_ema", "best")
@@ -132,5 +132,5 @@ def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
     assert params_diff["params.yaml"]["train.steps"]["old"] == 40 and params_diff["params.yaml"]["train.steps"]["new"] == 60
     # The winner's values were params of train: DVC shows them leaving with the sweep turned off.
     assert params_diff["sweep/best.yaml"]["loss.name"] == {"old": winner["loss"]["name"], "new": None}
-    assert params_diff["sweep/best.yaml"]["trial.id"]["old"] == winner["trial"]["id"]
+    assert params_diff["sweep/best.yaml"]["trial.label"]["old"] == winner["trial"]["label"]
     assert (root / "models/generator/LATEST").read_text().strip() == "2"  # a new version beside the first
