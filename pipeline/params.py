@@ -112,15 +112,22 @@ class SweepConfig:
     reduction_factor: int = 3
     """ASHA: each rung keeps the best 1/reduction_factor of the trials that reached it."""
     workers_per_trial: int = 1
-    """DDP workers of each trial (each reserves ray.cpus_per_worker CPUs, or a GPU with ray.use_gpu)."""
-    max_concurrent: int = 2
-    """Trials running at once; all their workers must fit the cluster together (checked before the first trial)."""
+    """DDP workers of each trial (each reserves ``cpus_per_worker`` CPUs, or a GPU with ray.use_gpu)."""
+    cpus_per_worker: Optional[float] = 2.0
+    """CPUs (and torch threads) of each trial worker (null: ray.cpus_per_worker)."""
+    max_concurrent: int = 1
+    """Trials running at once; all their workers must fit the cluster together (checked before the first trial).
+
+    One at a time, ASHA sees the trials in a fixed order, so a rerun makes the same decisions; several at
+    once, which trial reaches a rung first (and so is never stopped there) depends on timing."""
     resume: bool = False
     """Continue an interrupted sweep (finished trials are not rerun) instead of starting fresh."""
 
     def __post_init__(self) -> None:
         require_positive(self, "sweep", "num_samples", "steps", "fid_every", "grace_steps",
                          "workers_per_trial", "max_concurrent")
+        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
+            raise ConfigError(f"sweep.cpus_per_worker={self.cpus_per_worker} must be positive or null.")
         for key, value, allowed in (("search", self.search, SEARCHES), ("scheduler", self.scheduler, SCHEDULERS)):
             if value not in allowed:
                 raise ConfigError(f"sweep.{key}={value!r} is not valid; allowed values: {', '.join(allowed)}.")

@@ -129,7 +129,8 @@ def trial_ray_config(params: Params) -> RayConfig:
 
     The path is made absolute here: trials run in working directories of Tune's own."""
     root = storage_uri(params.ray.storage_path).rstrip("/") + "/sweep"
-    return dataclasses.replace(params.ray, num_workers=params.sweep.workers_per_trial, storage_path=root)
+    return dataclasses.replace(params.ray, num_workers=params.sweep.workers_per_trial, storage_path=root,
+                               cpus_per_worker=params.sweep.cpus_per_worker or params.ray.cpus_per_worker)
 
 
 def label(point: dict[str, Any]) -> str:
