@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -194,6 +195,8 @@ class TrialOutcome:
     """Every result it reported, in order (``step``, the metric, ``time_total_s``, ``timestamp``, …)."""
     error: Optional[str] = None
     """The first line of the exception that ended it, None when it ended normally (completed or stopped)."""
+    wall_s: Optional[float] = None
+    """Seconds from Tune starting the trial to Tune seeing it end (None for a trial ended before a resume)."""
 
 
 class _Progress(ray.tune.Callback):
@@ -201,6 +204,15 @@ class _Progress(ray.tune.Callback):
 
     def __init__(self, label: Callable[[dict[str, Any]], str], metric: str) -> None:
         self.label, self.metric = label, metric
+        self.started: dict[str, float] = {}
+        self.walls: dict[str, float] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started[trial.trial_id] = time.perf_counter()
+
+    def _ended(self, trial) -> None:
+        if trial.trial_id in self.started:
+            self.walls[trial.trial_id] = time.perf_counter() - self.started[trial.trial_id]
 
     def _name(self, trial) -> str:
         return f"{self.label(trial.config['point'])} ({trial.trial_id})"
@@ -210,9 +222,11 @@ class _Progress(ray.tune.Callback):
               flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
         print(f"[sweep] {self._name(trial)} ended at step {trial.last_result.get('step')}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
         print(f"[sweep] {self._name(trial)} failed: {_first_line(trial.get_pickled_error() or trial.get_error())}", flush=True)
 
 
@@ -252,7 +266,8 @@ def run_sweep(
     for noisy in ("ray.tune.logger.tensorboardx", "tensorboardX.x2num"):  # "invalid value" for lists and inf FIDs
         logging.getLogger(noisy).setLevel(logging.ERROR)
     experiment = f"{storage_uri(ray_cfg.storage_path).rstrip('/')}/{TUNE_RUN}"
-    callbacks = [_Progress(label, metric)]
+    progress = _Progress(label, metric)
+    callbacks = [progress]
     if resume and ray.tune.Tuner.can_restore(experiment):
         print(f"[sweep] resuming the sweep at {experiment}", flush=True)
         tuner = ray.tune.Tuner.restore(experiment, trainable(trial_fn, constants), resume_unfinished=True,
@@ -276,7 +291,8 @@ def run_sweep(
         reports = [] if frame is None else frame.to_dict("records")
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
         outcomes.append(TrialOutcome(trial_id, dict(result.config["point"]), reports,
-                                     None if result.error is None else _first_line(result.error)))
+                                     None if result.error is None else _first_line(result.error),
+                                     progress.walls.get(trial_id)))
     return outcomes
 
 
