@@ -119,7 +119,6 @@ def fit(
     fixed_z = torch.randn(train.n_fixed, cfg.model.z_dim, generator=torch.Generator().manual_seed(train.seed))
     step, history = 0, []
     best: Optional[dict[str, Any]] = None  # {"step", "fid", "G_ema"}: the best-scored averaged generator so far
-    diverged = False
 
     if resume is not None:
         conflicts = resume_conflicts(resume["config"], int(resume["world_size"]), cfg, world)
@@ -210,9 +209,7 @@ def fit(
             metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
             interval.clear()
             broken = sorted(key for key, value in metrics.items() if not math.isfinite(value))
-            if broken:  # the metrics are equal on every rank: every rank stops here
-                diverged = True
-            elif scored:
+            if not broken and scored:  # (the metrics are equal on every rank: with broken ones, every rank stops below)
                 sync_generator_buffers()
                 if score is not None and dist.is_main():
                     metrics["fid"] = float(score(G_ema))
@@ -222,7 +219,7 @@ def fit(
             bar.set_postfix({key: f"{metrics[key]:.3f}" for key in ("d_loss", "g_loss", "fid") if key in metrics})
             if log is not None and dist.is_main():
                 log(metrics, step)
-            if diverged:
+            if broken:
                 if report is not None:
                     report({**metrics, "fid": math.inf, "diverged": 1.0}, step, None)
                 raise TrainingDiverged(f"Training diverged at step {step} ({', '.join(broken)} not finite); "

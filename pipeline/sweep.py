@@ -191,7 +191,7 @@ def _trial_number(trial_id: str) -> Optional[int]:
     return int(tail) if tail.isdigit() else None
 
 
-def write_table(rows: list[dict[str, Any]], params: Params, path: str | Path) -> Path:
+def write_table(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """``trials.csv``: the rows with one ``fid@<step>`` column per report step."""
     report_steps = sorted({step for row in rows for step in row["fids"]})
     columns = [key for key in rows[0] if key != "fids"] + [f"fid@{step}" for step in report_steps] if rows else ["trial"]
@@ -309,7 +309,7 @@ def run(params: Params) -> Optional[dict[str, Any]]:
     paths, sweep = params.paths, params.sweep
     if not sweep.enabled:
         write_winner({}, paths.sweep_best)
-        write_table([], params, paths.sweep_trials)
+        write_table([], paths.sweep_trials)
         write_json(paths.sweep_metrics, {"enabled": False, "trials": 0})
         write_plots([], params, paths.sweep_plots)
         print(f"[sweep] disabled: empty {paths.sweep_best}, train uses params.yaml as it is", flush=True)
@@ -331,7 +331,7 @@ def run(params: Params) -> Optional[dict[str, Any]]:
             resume=sweep.resume, label=label,
         )
     rows = summarize(outcomes, params)
-    write_table(rows, params, paths.sweep_trials)
+    write_table(rows, paths.sweep_trials)
     write_plots(rows, params, paths.sweep_plots)
     if not rows or rows[0]["best_fid"] is None:
         raise SweepError(f"No trial of the sweep produced a finite FID ({len(rows)} trials, see {paths.sweep_trials}); "
