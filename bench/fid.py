@@ -116,7 +116,7 @@ def in_training_error(generator: torch.nn.Module, real: torch.Tensor, n_fake: in
     reference = metrics.reference_statistics(metrics.features_of_images(real, metrics.make_extractor("cpu", "exact"), verbose=False))
     exact = metrics.fid(reference, metrics.features_of_generator(generator, generator.z_dim, n_fake, 2026,
                                                                  metrics.make_extractor("cpu", "exact"), verbose=False))
-    scores = [metrics.InTrainingFID(reference, samples, seed=seed)(generator) for seed in range(2027, 2027 + seeds)]
+    scores = [metrics.InTrainingFID(reference, samples, seed=seed)(generator)["fid"] for seed in range(2027, 2027 + seeds)]
     mean, spread = statistics.mean(scores), statistics.stdev(scores)
     print(f"in-training FID (fast, {samples} images, {seeds} latent draws): {mean:.2f} ± {spread:.2f} against exact "
           f"{exact:.2f} ({n_fake} images): {100 * (mean - exact) / exact:+.1f} % (draw-to-draw ±{100 * spread / exact:.1f} %)")

@@ -27,7 +27,18 @@ from gans.metrics import features_of_generator, features_of_images, fid, kid, ma
 from gans.plots import save_grid
 from gans.prepare.stream import prepare_images
 
+DIFFAUGMENT = {"policy": ["color", "translation", "cutout"]}
 CONFIGS = {
+    "default": {},  # params.yaml's GAN sections as they are (DCGAN + BCE with label smoothing, TTUR ratio 1)
+    "default+diffaugment": {"augment": DIFFAUGMENT},
+    "default+ada": {"augment": {**DIFFAUGMENT, "adaptive": True}},
+    "default+diffaugment+r1": {"augment": DIFFAUGMENT, "loss": {"r1_weight": 0.1}},
+    "default+translation,cutout": {"augment": {"policy": ["translation", "cutout"]}},
+    "hinge-x2+diffaugment": {  # the default sweep's winner, with DiffAugment
+        "loss": {"name": "hinge"},
+        "optim": {"lr_g": 2e-4, "lr_d": 4e-4, "betas_g": [0.0, 0.9], "betas_d": [0.0, 0.9]},
+        "augment": DIFFAUGMENT,
+    },
     "dcgan+bce": {
         "model": {"name": "dcgan"},
         "loss": {"name": "bce", "label_smoothing": 0.1},
@@ -89,9 +100,11 @@ def main() -> None:
             for key in ("G_init", "G_ema"):
                 features = features_of_generator(load_generator(state, key), cfg.model.z_dim, args.n_fake, 2026, extractor, verbose=False)
                 scores[key] = {"fid": fid(reference, features), **kid(reference, features, 50, 100, 2026)}
+            scores["d_acc"] = _late_mean(state["history"], ("d_acc_real", "d_acc_fake"))
             runs.append((scores, seconds))
-            print(f"{name:32s} seed {seed}: FID {scores['G_ema']['fid']:7.2f} (step 0: {scores['G_init']['fid']:6.2f})  "
-                  f"KID {scores['G_ema']['kid_mean']:.4f}  train {seconds:5.0f} s", flush=True)
+            print(f"{name:32s} seed {seed}: FID {scores['G_ema']['fid']:7.2f} (step 0: {scores['G_init']['fid']:6.2f}, "
+                  f"ratio {scores['G_ema']['fid'] / scores['G_init']['fid']:.3f})  KID {scores['G_ema']['kid_mean']:.4f}  "
+                  f"D acc (last quarter) {scores['d_acc']:.2f}  train {seconds:5.0f} s", flush=True)
         rows.append((name, runs))
         with torch.no_grad():
             grids.append(load_generator(state)(state["fixed_z"]))
@@ -99,15 +112,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     grid = save_grid(torch.cat(grids), args.out / "quality.png", nrow=16)
     print(f"\n{len(images)} real faces, {args.steps} G steps each, {args.n_fake} generated images, seeds {args.seeds}")
-    print("| configuration | FID (mean ± std) | FID / FID at step 0 | KID | train s |")
-    print("|---|---|---|---|---|")
+    print("| configuration | FID (mean ± std) | FID / FID at step 0 | KID | D accuracy, last quarter | train s |")
+    print("|---|---|---|---|---|---|")
     for name, runs in rows:
         fids = [scores["G_ema"]["fid"] for scores, _ in runs]
         ratios = [scores["G_ema"]["fid"] / scores["G_init"]["fid"] for scores, _ in runs]
         kids = [scores["G_ema"]["kid_mean"] for scores, _ in runs]
-        print(f"| {name} | {_mean_std(fids, 2)} | {_mean_std(ratios, 3)} | {_mean_std(kids, 4)} | "
+        accuracies = [scores["d_acc"] for scores, _ in runs]
+        print(f"| {name} | {_mean_std(fids, 2)} | {_mean_std(ratios, 3)} | {_mean_std(kids, 4)} | {_mean_std(accuracies, 2)} | "
               f"{statistics.mean(seconds for _, seconds in runs):.0f} |")
     print(f"grid (one row per configuration, last seed, same latents): {grid}")
+
+
+def _late_mean(history: list[dict], keys: tuple[str, ...]) -> float:
+    """Mean of ``keys`` over the last quarter of the logged steps (is D's accuracy pinned at 1 by the end?)."""
+    late = history[len(history) * 3 // 4:]
+    return statistics.mean(entry[key] for entry in late for key in keys if key in entry)
 
 
 def _mean_std(values: list[float], digits: int) -> str:

@@ -126,10 +126,12 @@ class LossConfig:
     """Noisy labels: probability that a real/fake target is swapped in the D loss (BCE only)."""
     gp_weight: float = 10.0
     """λ of the WGAN-GP gradient penalty (wgan-gp only)."""
+    r1_weight: float = 0.0
+    """γ of the R1 penalty (Mescheder et al. 2018), γ/2·E‖∇D(real)‖², added to any loss's D update (0: off)."""
 
     def __post_init__(self) -> None:
         # name is checked by gans.losses.check_loss_config, where the losses live.
-        require_non_negative(self, "loss", "gp_weight")
+        require_non_negative(self, "loss", "gp_weight", "r1_weight")
         _require(0 <= self.label_smoothing < 0.5, f"loss.label_smoothing={self.label_smoothing} must be in [0, 0.5).")
         _require(0 <= self.label_flip_prob < 0.5, f"loss.label_flip_prob={self.label_flip_prob} must be in [0, 0.5).")
 
@@ -164,6 +166,28 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Differentiable augmentation of everything D sees (DiffAugment), optionally adaptive (ADA-style)."""
+
+    policy: tuple[str, ...] = ()
+    """Transforms, in order: names in ``gans.augment.AUGMENTATIONS`` (color, translation, cutout); empty: off."""
+    p: float = 1.0
+    """Probability that each transform is applied to an image (1: DiffAugment); the start value is 0 when adaptive."""
+    adaptive: bool = False
+    """Steer ``p`` from D's real logits: up when E[sign(D(real))] > ``target``, down below it (ADA)."""
+    target: float = 0.6
+    """Adaptive mode: the E[sign(D(real))] that ``p`` is steered to."""
+    ada_kimg: float = 10.0
+    """Adaptive mode: thousands of real images over which ``p`` can move from 0 to 1."""
+
+    def __post_init__(self) -> None:
+        # policy names are checked by gans.augment.check_augment_config, where the transforms live.
+        _require(0 <= self.p <= 1, f"augment.p={self.p} must be in [0, 1].")
+        _require(0 <= self.target < 1, f"augment.target={self.target} must be in [0, 1).")
+        require_positive(self, "augment", "ada_kimg")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     """Base seed; each worker uses seed * world_size + rank for its noise."""
@@ -193,6 +217,9 @@ class TrainConfig:
     The scores are logged, reported to Ray, and the weights with the best one are kept beside the final ones."""
     fid_samples: int = 128
     """Generated images per in-training FID (fewer than evaluate's: the score ranks, evaluate measures)."""
+    stop_on: tuple[str, ...] = ("divergence",)
+    """Failure modes (``gans.diagnosis.DIAGNOSES``) that end a run early. A run stopped by divergence keeps the
+    weights of its last good snapshot; a sweep trial stopped by any of them fails."""
 
     def __post_init__(self) -> None:
         require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")
@@ -217,9 +244,18 @@ class EvalConfig:
     """KID subset size (capped at the smaller of the real and generated counts)."""
     grid_size: int = 64
     """Images in the sample grid (taken from the fixed latents)."""
+    fid_draws: int = 5
+    """Draws of ``n_fake`` generated images (seeds seed, seed+1, …) the selected generator is scored on: ``fid_std``."""
+    standing_stats: bool = True
+    """Recompute the generators' BatchNorm statistics from their own samples before scoring and export."""
+    standing_samples: int = 1024
+    """Latents the standing statistics are averaged over."""
+    prc_neighborhood: int = 3
+    """k of the k-NN balls of precision/recall (torch-fidelity's default)."""
 
     def __post_init__(self) -> None:
-        require_positive(self, "eval", "n_fake", "batch_size", "kid_subsets", "kid_subset_size", "grid_size")
+        require_positive(self, "eval", "n_fake", "batch_size", "kid_subsets", "kid_subset_size", "grid_size",
+                         "fid_draws", "standing_samples", "prc_neighborhood")
         _require(self.n_fake >= 2, f"eval.n_fake={self.n_fake} must be at least 2 (FID needs a covariance).")
 
 
@@ -247,6 +283,7 @@ class GANConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.model.attention_res is not None:

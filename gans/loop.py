@@ -9,12 +9,17 @@ loop knowing them:
   ``replica_fingerprints``, checked equal); ``ckpt_dir`` holds ``checkpoint.pt``
   on the main rank and is None elsewhere;
 - ``should_stop()`` — asked at log steps; a True on any rank ends the run after a final snapshot;
-- ``score(G_ema)`` — main rank, every ``train.fid_every`` steps: an FID (``gans.metrics.InTrainingFID``),
-  logged and reported as ``fid``; the G_ema weights with the lowest score are kept in the state (``best``).
+- ``score(G_ema)`` — main rank, every ``train.fid_every`` steps: a dict with ``fid`` (and sample
+  ``diversity``/``duplicates``; ``gans.metrics.InTrainingFID``), logged and reported; the G_ema weights with
+  the lowest ``fid`` are kept in the state (``best``).
 
-A non-finite loss or gradient norm ends the run at the log step that sees it: no snapshot of the broken
-weights is written, a last report carries ``diverged: 1`` (and ``fid: inf``, so a sweep's scheduler ranks
-it last), and ``TrainingDiverged`` is raised on every rank.
+Failure modes (``gans.diagnosis``) are checked at every log step: a new one is printed, and each is logged
+as a 0/1 ``diagnosis/<name>`` series; the state's ``diagnosis`` lists them. Those named in ``train.stop_on``
+end the run (``stopped_by``; the last report carries ``fid: inf``, so a sweep's scheduler ranks it last).
+Divergence (a non-finite or exploding loss or gradient norm) never snapshots the broken weights: the run
+returns, and reports as its final checkpoint, the state of its last good snapshot (step 0 before any) with
+the whole history. Without ``divergence`` in ``stop_on`` a non-finite metric raises ``TrainingDiverged``
+on every rank after a last report with ``diverged: 1``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import torch
 from tqdm import tqdm
 
 from gans import checkpoint, dist
+from gans.augment import Augment, check_augment_config
+from gans.diagnosis import DIAGNOSES, check_stop_on, diagnose
 from gans.config import ConfigError, GANConfig
 from gans.data import PreparedDataset, batch_indices
 from gans.errors import UserError
@@ -38,13 +45,26 @@ from gans.losses import build_loss, check_loss_config
 from gans.models import build_models, check_model_config
 from gans.step import Precision, discriminator_step, generate, generator_step, make_optimizers
 
-class TrainingDiverged(UserError):
-    """A loss or gradient norm became NaN or infinite."""
+class TrainingStopped(UserError):
+    """A failure mode in ``train.stop_on`` ended the run (a sweep trial fails with this)."""
+
+
+class TrainingDiverged(TrainingStopped):
+    """A loss or gradient norm became NaN or infinite (and ``divergence`` is not in ``train.stop_on``)."""
+
+
+def stop_message(metrics: dict[str, Any]) -> Optional[str]:
+    """One sentence for a run's last reported metrics if a ``train.stop_on`` failure mode ended it, else None."""
+    stopped_by = metrics.get("stopped_by")
+    if not stopped_by:
+        return None
+    return (f"Training stopped at step {int(metrics['step'])}: {stopped_by.replace('_', ' ')} "
+            f"(train.stop_on; the diagnosis in the checkpoint has the evidence).")
 
 
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
-ScoreFn = Callable[[torch.nn.Module], float]
+ScoreFn = Callable[[torch.nn.Module], dict[str, float]]
 
 
 def resume_conflicts(saved: GANConfig, saved_world_size: int, cfg: GANConfig, world_size: int) -> list[str]:
@@ -54,7 +74,7 @@ def resume_conflicts(saved: GANConfig, saved_world_size: int, cfg: GANConfig, wo
     order and noise streams: the seed, the batch size, the D updates per G update and the world size.
     ``train.steps`` may grow; logging and snapshot cadence may change.
     """
-    conflicts = [f"{section} section" for section in ("data", "model", "loss", "optim")
+    conflicts = [f"{section} section" for section in ("data", "model", "loss", "optim", "augment")
                  if getattr(saved, section) != getattr(cfg, section)]
     for key, old, new in (
         ("train.seed", saved.train.seed, cfg.train.seed),
@@ -71,6 +91,8 @@ def check_config(cfg: GANConfig) -> None:
     """What the config alone cannot check: the model and loss exist, and the model makes the resolution."""
     check_model_config(cfg)
     check_loss_config(cfg.loss)
+    check_augment_config(cfg.augment)
+    check_stop_on(cfg.train.stop_on)
 
 
 def step_seed(seed: int, rank: int, world_size: int, step: int) -> int:
@@ -116,9 +138,12 @@ def fit(
     G_init = cpu_state_dict(G)
     opt_g, opt_d = make_optimizers(cfg, G, D)
     loss = build_loss(cfg.loss)
+    augment = Augment.create(cfg.augment)
     fixed_z = torch.randn(train.n_fixed, cfg.model.z_dim, generator=torch.Generator().manual_seed(train.seed))
     step, history = 0, []
     best: Optional[dict[str, Any]] = None  # {"step", "fid", "G_ema"}: the best-scored averaged generator so far
+    diagnosed: dict[str, Any] = {}  # failure modes found so far (name → latest gans.diagnosis.Diagnosis)
+    stopped_by: list[str] = []  # the train.stop_on modes that ended the run
 
     if resume is not None:
         conflicts = resume_conflicts(resume["config"], int(resume["world_size"]), cfg, world)
@@ -131,8 +156,10 @@ def fit(
         opt_g.load_state_dict(resume["opt_g"])
         opt_d.load_state_dict(resume["opt_d"])
         G_init, fixed_z = resume["G_init"], resume["fixed_z"]
-        step, history = int(resume["step"]), list(resume["history"])
+        step = int(resume["step"])
+        history = [row for row in resume["history"] if row["step"] <= step]  # a rolled-back state logged past its step
         best = resume.get("best")
+        augment.p = float(resume.get("augment_p", augment.p))
         torch.set_rng_state(resume["rng"]["torch"])
         for scaler, saved_scaler in ((precision.scaler_d, resume["scalers"]["d"]), (precision.scaler_g, resume["scalers"]["g"])):
             if saved_scaler:  # empty when the saved run trained without AMP
@@ -157,7 +184,12 @@ def fit(
             "fixed_z": fixed_z,
             "history": history,
             "best": best,
+            "augment_p": augment.p,
+            "diagnosis": [diagnosis.to_dict() for _, diagnosis in sorted(diagnosed.items())],
+            "stopped_by": list(stopped_by),
         }
+
+    last_good = full_state()  # what a run stopped by divergence returns: the latest snapshot's state
 
     def sync_generator_buffers() -> None:
         dist.average_buffers(G)  # BatchNorm statistics drift apart per rank; agree before saving or scoring
@@ -169,17 +201,23 @@ def fit(
         replicas = dist.gather(dist.fingerprint(G.state_dict()))
         if len(set(replicas)) > 1:
             raise RuntimeError(f"Generator replicas diverged across ranks at step {step}: {replicas}.")
+        nonlocal last_good
+        last_good = full_state()
+        return save(last_good), replicas
+
+    def save(state: dict[str, Any]) -> Optional[Path]:
         if not dist.is_main():
-            return None, replicas
+            return None
         ckpt_dir = work_dir / f"snapshot-{step:07d}"
-        checkpoint.save(full_state(), ckpt_dir / checkpoint.FILENAME)
+        checkpoint.save(state, ckpt_dir / checkpoint.FILENAME)
         for old in work_dir.glob("snapshot-*"):
             if old != ckpt_dir:
                 shutil.rmtree(old, ignore_errors=True)
-        return ckpt_dir, replicas
+        return ckpt_dir
 
     n_images, batch, n_critic = len(dataset), train.batch_size, cfg.n_critic
     interval: dict[str, list[float]] = defaultdict(list)
+    last_log_step = step
     bar = tqdm(total=train.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main()))
     while step < train.steps:
         torch.manual_seed(step_seed(train.seed, rank, world, step))
@@ -190,47 +228,69 @@ def fit(
             real = dataset.batch(indices).to(device, memory_format=memory_format)
             last = critic_step == n_critic - 1
             fake = generate(G_train if last else G, torch.randn(batch, cfg.model.z_dim, device=device), precision, grad=last)
-            d_stats = discriminator_step(D_train, opt_d, loss, real, fake, D_plain=D, precision=precision)
+            d_stats = discriminator_step(D_train, opt_d, loss, real, fake, D_plain=D, precision=precision,
+                                         augment=augment, r1_weight=cfg.loss.r1_weight)
             for key, value in d_stats.items():
                 interval[key].append(value)
 
         # Update G.
-        g_stats = generator_step(G_train, D, opt_g, loss, fake, precision=precision)
+        g_stats = generator_step(G_train, D, opt_g, loss, fake, precision=precision, augment=augment)
         update_ema(G_ema, G, train.ema_decay)
         step += 1
         bar.update(1)
         for key, value in g_stats.items():
             interval[key].append(value)
 
-        # Log (and score).
+        # Log (and score, and diagnose).
         stop = False
         scored = bool(train.fid_every) and step % train.fid_every == 0
         if step % train.log_every == 0 or step == train.steps or scored:
             metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
             interval.clear()
+            if augment.ops:  # ADA's controller sees the same rank-averaged E[sign(D(real))] on every rank
+                augment.adapt(metrics["d_real_sign"], (step - last_log_step) * batch * world * n_critic)
+                metrics["augment_p"] = augment.p
+            last_log_step = step
             broken = sorted(key for key, value in metrics.items() if not math.isfinite(value))
             if not broken and scored:  # (the metrics are equal on every rank: with broken ones, every rank stops below)
                 sync_generator_buffers()
                 if score is not None and dist.is_main():
-                    metrics["fid"] = float(score(G_ema))
+                    metrics.update(score(G_ema))
                     if best is None or metrics["fid"] < best["fid"]:
                         best = {"step": step, "fid": metrics["fid"], "G_ema": cpu_state_dict(G_ema)}
             history.append({"step": step, **metrics})
+            found = {diagnosis.name: diagnosis for diagnosis in diagnose(history)}  # (mode collapse: main rank only)
+            for name in found.keys() - diagnosed.keys():
+                if dist.is_main():
+                    tqdm.write(f"[train] diagnosis: {found[name].sentence()}")
+            diagnosed.update(found)
             bar.set_postfix({key: f"{metrics[key]:.3f}" for key in ("d_loss", "g_loss", "fid") if key in metrics})
             if log is not None and dist.is_main():
-                log(metrics, step)
-            if broken:
+                log({**metrics, **{f"diagnosis/{name}": float(name in found) for name in DIAGNOSES.names()}}, step)
+            halt = sorted(name for name in found if name in train.stop_on)
+            if broken and "divergence" not in halt:  # NaN weights cannot train on
                 if report is not None:
                     report({**metrics, "fid": math.inf, "diverged": 1.0}, step, None)
                 raise TrainingDiverged(f"Training diverged at step {step} ({', '.join(broken)} not finite); "
                                        "lower optim.lr_d / optim.lr_g or change loss.name.")
-            stop = bool(dist.mean_over_ranks({"stop": float(bool(should_stop and should_stop()))})["stop"] > 0)
+            stop = bool(dist.mean_over_ranks({"stop": float(bool(halt or (should_stop and should_stop())))})["stop"] > 0)
+            if halt:
+                stopped_by = halt
 
         # Snapshot.
+        if stopped_by and "divergence" in stopped_by:  # the weights are broken: keep the last good ones
+            now = full_state()
+            final = {**last_good, **{key: now[key] for key in ("history", "diagnosis", "stopped_by")}}
+            ckpt_dir = save(final)
+            if report is not None:
+                report({**history[-1], "fid": math.inf, "diverged": 1.0, "stopped_by": ",".join(stopped_by)}, step, ckpt_dir)
+            bar.close()
+            return final
         if step % train.snapshot_every == 0 or step == train.steps or stop:
             ckpt_dir, replicas = snapshot()
             if report is not None:
-                report({**(history[-1] if history else {}), "replica_fingerprints": replicas}, step, ckpt_dir)
+                extra = {"fid": math.inf, "stopped_by": ",".join(stopped_by)} if stopped_by else {}
+                report({**(history[-1] if history else {}), **extra, "replica_fingerprints": replicas}, step, ckpt_dir)
         if stop:
             break
     bar.close()

@@ -89,15 +89,34 @@ def gradient_penalty(
     The result stays in the graph (``create_graph``) so the critic is trained on it.
     """
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    out = critic(mixed).sum()
+    mixed = alpha * real.detach() + (1 - alpha) * fake.detach()
+    norms = _input_gradient(critic, mixed, scaler).flatten(1).norm(dim=1)
+    return weight * (norms - 1.0).pow(2).mean()
+
+
+def r1_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    weight: float,
+    scaler: Optional[torch.amp.GradScaler] = None,
+) -> torch.Tensor:
+    """R1 penalty (Mescheder et al. 2018): γ/2·E[‖∇ₓD(x)‖₂²] on real images, pulling D flat where the data is.
+
+    Stays in the graph, like ``gradient_penalty`` (same ``scaler`` rule).
+    """
+    return 0.5 * weight * _input_gradient(critic, real, scaler).flatten(1).pow(2).sum(dim=1).mean()
+
+
+def _input_gradient(critic, inputs: torch.Tensor, scaler: Optional[torch.amp.GradScaler]) -> torch.Tensor:
+    """∂ Σ critic(inputs) / ∂ inputs in float32, with the graph kept; under loss scaling, scaled then unscaled."""
+    inputs = inputs.detach().requires_grad_(True)
+    out = critic(inputs).sum()
     if scaler is not None and scaler.is_enabled():
-        (grad,) = torch.autograd.grad(scaler.scale(out), mixed, create_graph=True)
+        (grad,) = torch.autograd.grad(scaler.scale(out), inputs, create_graph=True)
         grad = grad / scaler.get_scale()
     else:
-        (grad,) = torch.autograd.grad(out, mixed, create_graph=True)
-    norms = grad.float().flatten(1).norm(dim=1)
-    return weight * (norms - 1.0).pow(2).mean()
+        (grad,) = torch.autograd.grad(out, inputs, create_graph=True)
+    return grad.float()
 
 
 class _Loss:

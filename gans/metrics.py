@@ -12,6 +12,7 @@ are torch-fidelity's functions.
 from __future__ import annotations
 
 import functools
+import math
 import importlib.util
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_F_SCORE, KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import get_featuresdict_from_dataset
 from tqdm import tqdm
@@ -272,7 +274,8 @@ class InTrainingFID:
         self.device, self.mode, self.batch_size = torch.device(device), mode, batch_size
         self._extractor: Optional[InceptionFeatures] = None
 
-    def __call__(self, generator: nn.Module) -> float:
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        """``fid``, and the samples' ``diversity`` and ``duplicates`` (``gans.diagnosis.sample_diversity``)."""
         if self._extractor is None:
             self._extractor = make_extractor(self.device, self.mode)
         was_training = generator.training
@@ -283,7 +286,7 @@ class InTrainingFID:
                                              self.batch_size, verbose=False)
         finally:
             generator.train(was_training)
-        return fid(self.reference, features)
+        return {"fid": fid(self.reference, features), **sample_diversity(features, self.reference["kid_features"])}
 
 
 def reference_statistics(features: torch.Tensor, max_kid_features: int = 10_000, seed: int = 0) -> dict[str, Any]:
@@ -311,6 +314,50 @@ def kid(reference: dict[str, Any], features: torch.Tensor, subsets: int, subset_
         features, real, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False
     )
     return {"kid_mean": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"], "kid_subset_size": size}
+
+
+def precision_recall(reference: dict[str, Any], features: torch.Tensor, neighborhood: int = 3) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) through torch-fidelity, on Inception features.
+
+    torch-fidelity's order is generated first: precision is the fraction of generated samples inside the
+    real manifold (k-NN balls of the real features), recall the fraction of real samples inside the
+    generated one. The real features are the reference's KID subset (all of them up to 10 000).
+    """
+    real = torch.from_numpy(np.asarray(reference["kid_features"]))
+    out = prc_features_to_metric(features.float(), real.float(), prc_neighborhood=neighborhood, prc_batch_size=10000,
+                                 save_cpu_ram=False, verbose=False)
+    return {"precision": out[KEY_METRIC_PRECISION], "recall": out[KEY_METRIC_RECALL], "f_score": out[KEY_METRIC_F_SCORE]}
+
+
+DUPLICATE_DISTANCE = 0.25
+"""Two samples are near-duplicates when closer than this fraction of the real set's median nearest-neighbour distance."""
+
+
+def sample_diversity(fake_features: torch.Tensor, real_features: torch.Tensor, max_samples: int = 1000) -> dict[str, float]:
+    """How varied generated samples are, from Inception features.
+
+    ``diversity``: mean pairwise L2 distance among the generated samples / the same among the real ones
+    (≈ 1 for a generator as varied as the data, → 0 as it collapses). ``duplicates``: fraction of
+    generated samples whose nearest other sample is closer than 0.25 × the real set's median
+    nearest-neighbour distance. At most ``max_samples`` of each set are compared (the first ones).
+    """
+    fake, real = torch.as_tensor(fake_features)[:max_samples].double(), torch.as_tensor(real_features)[:max_samples].double()
+    fake_distances, real_distances = _pairwise(fake), _pairwise(real)
+    real_nearest = real_distances.min(dim=1).values.median()
+    return {
+        "diversity": float(_off_diagonal_mean(fake_distances) / _off_diagonal_mean(real_distances)),
+        "duplicates": float((fake_distances.min(dim=1).values < DUPLICATE_DISTANCE * real_nearest).double().mean()),
+    }
+
+
+def _pairwise(features: torch.Tensor) -> torch.Tensor:
+    """Pairwise L2 distances with +inf on the diagonal (so ``min`` finds the nearest *other* sample)."""
+    distances = torch.cdist(features, features)
+    return distances.fill_diagonal_(math.inf)
+
+
+def _off_diagonal_mean(distances: torch.Tensor) -> torch.Tensor:
+    return distances[torch.isfinite(distances)].mean()
 
 
 def save_reference(path: str | Path, reference: dict[str, Any], meta: Optional[dict[str, Any]] = None) -> None:

@@ -48,8 +48,12 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
     return _atomic_png(path, lambda tmp: save_image(grid, tmp))
 
 
-def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Plot training curves from loop history (one panel each: losses, D accuracy, gradient norms)."""
+def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "",
+                shaded: Optional[dict[str, tuple[int, int]]] = None) -> Path:
+    """Plot training curves from loop history (one panel each: losses, D accuracy, gradient norms).
+
+    ``shaded`` maps a label (a diagnosed failure mode) to the step range it covers, shaded on every panel.
+    """
     plt = _pyplot()
     panels = [
         ("loss", ("d_loss", "g_loss")),
@@ -62,6 +66,8 @@ def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
         for key in keys:
             if history and key in history[0]:
                 ax.plot(steps, [row[key] for row in history], label=key)
+        for (label, (start, end)), colour in zip((shaded or {}).items(), ("tab:red", "tab:purple", "tab:brown")):
+            ax.axvspan(start, max(end, start + 1), color=colour, alpha=0.15, label=label.replace("_", " "))
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

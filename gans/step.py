@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
-from gans.losses import gradient_penalty
+from gans.losses import gradient_penalty, r1_penalty
 
 
 @dataclass
@@ -108,29 +108,38 @@ def discriminator_step(
     generator: Optional[torch.Generator] = None,
     D_plain: Optional[nn.Module] = None,
     precision: Precision = FULL_PRECISION,
+    augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    r1_weight: float = 0.0,
 ) -> dict[str, float]:
-    """One D update on a real and a generated batch; returns D loss, accuracies, penalty and gradient norm.
+    """One D update on a real and a generated batch; returns D loss, accuracies, penalties and gradient norm.
 
-    ``fake`` may carry G's graph (to be reused by ``generator_step``); D sees it detached.
-    "Accuracy" counts logits on the right side of 0 (for hinge/WGAN/LSGAN a sign, not a probability).
+    ``fake`` may carry G's graph (to be reused by ``generator_step``); D sees it detached. ``augment``
+    (``gans.augment.Augment``) transforms both batches before D; penalties are taken on what D saw.
+    "Accuracy" counts logits on the right side of 0 (for hinge/WGAN/LSGAN a sign, not a probability);
+    ``d_real_sign`` is E[sign(D(real))], the overfitting measure that steers adaptive augmentation.
     """
     fake = fake.detach()
+    if augment is not None:
+        real, fake = augment(real), augment(fake)
+    penalised = loss.gp_weight > 0 or r1_weight > 0
     with precision.autocast():
-        if loss.gp_weight > 0:  # replays D(real)'s dropout masks: the penalty is on the function that was scored
+        if penalised:  # replays D(real)'s dropout masks: the penalty is on the function that was scored
             penalty_critic = replaying_randomness(D_plain or D, real.device)
         real_logits, fake_logits = D(real).float(), D(fake).float()
         d_loss = loss.d_loss(real_logits, fake_logits, generator=generator)
-        penalty = torch.zeros(())
+        penalties = {}
         if loss.gp_weight > 0:
-            penalty = gradient_penalty(penalty_critic, real, fake, loss.gp_weight, precision.scaler_d)
+            penalties["gradient_penalty"] = gradient_penalty(penalty_critic, real, fake, loss.gp_weight, precision.scaler_d)
+        if r1_weight > 0:
+            penalties["r1_penalty"] = r1_penalty(penalty_critic, real, r1_weight, precision.scaler_d)
     stats = {
         "d_loss": float(d_loss.detach()),
         "d_acc_real": float((real_logits > 0).float().mean()),
         "d_acc_fake": float((fake_logits < 0).float().mean()),
+        "d_real_sign": float(real_logits.detach().sign().mean()),
     }
-    if loss.gp_weight > 0:
-        stats["gradient_penalty"] = float(penalty.detach())
-    stats["d_grad_norm"] = _update(opt_d, precision.scaler_d, d_loss + penalty, D.parameters())
+    stats.update({name: float(value.detach()) for name, value in penalties.items()})
+    stats["d_grad_norm"] = _update(opt_d, precision.scaler_d, d_loss + sum(penalties.values()), D.parameters())
     return stats
 
 
@@ -141,11 +150,15 @@ def generator_step(
     loss,
     fake: torch.Tensor,
     precision: Precision = FULL_PRECISION,
+    augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> dict[str, float]:
     """One G update through a frozen D; ``fake`` is G(z) with its graph. Returns G loss and gradient norm.
 
     As in the DCGAN reference, G learns from the batch D was just updated on: one G forward per step.
+    ``augment`` transforms ``fake`` as D's update did (G learns through the differentiable transforms).
     """
+    if augment is not None:
+        fake = augment(fake)
     D_plain.requires_grad_(False)
     try:
         with precision.autocast():

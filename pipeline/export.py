@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from gans import checkpoint
+from gans.ema import standing_statistics
 from gans.export import export_generator
 from gans.errors import UserError
 from pipeline.params import TRAIN_RUN_FILE, load_params, print_config, run_stage
@@ -27,8 +28,11 @@ def main() -> None:
     run_file = Path(params.paths.train) / TRAIN_RUN_FILE
     run_info = json.loads(run_file.read_text()) if run_file.is_file() else {}
     cfg = state["config"]
+    generator = checkpoint.load_generator(state, selected["weights"])
+    if selected.get("standing_stats"):  # the BatchNorm statistics evaluate scored with
+        standing_statistics(generator, cfg.model.z_dim, **selected["standing_stats"])
     target = export_generator(
-        checkpoint.load_generator(state, selected["weights"]),
+        generator,
         cfg=cfg,
         root=params.paths.models,
         version=params.export.version,
@@ -39,6 +43,8 @@ def main() -> None:
             "fid": evaluation.get("fid"),
             "fid_in_training": selected.get("fid_in_training"),
             "fid_initial": evaluation.get("fid_initial"),
+            "fid_std": evaluation.get("fid_std"),
+            "standing_stats": selected.get("standing_stats"),
             "loss": cfg.loss.name,
             "ttur_ratio": cfg.optim.lr_d / cfg.optim.lr_g,
             "lr_g": cfg.optim.lr_g,

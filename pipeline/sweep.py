@@ -29,7 +29,7 @@ import yaml
 from gans.atomic import atomic_file
 from gans.config import ConfigError, GANConfig, require_registered
 from gans.errors import UserError
-from gans.loop import check_config
+from gans.loop import TrainingStopped, check_config, stop_message
 from gans.losses import LOSSES, recommended_betas
 from gans.metrics import load_reference
 from gans.models import MODELS
@@ -141,10 +141,12 @@ def label(point: dict[str, Any]) -> str:
 
 def run_trial(config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig,
               prepared: str, reference: str) -> None:
-    """One Tune trial: the Train run of ``trial_config(config["point"])``; a diverged run raises: the trial fails."""
+    """One Tune trial: the Train run of ``trial_config(config["point"])``; a run stopped by ``train.stop_on`` fails it."""
     cfg = trial_config(base, sweep, config["point"])
     loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
-    ray_training.fit_trial(train_func_per_worker, loop_config, ray_cfg)  # raises gans.loop.TrainingDiverged
+    message = stop_message(ray_training.fit_trial(train_func_per_worker, loop_config, ray_cfg))
+    if message:  # a failure mode in train.stop_on (divergence by default) ended the run: the trial fails
+        raise TrainingStopped(message)
 
 
 # --- outcomes → table, metrics, plots, winner ---------------------------------------------------------------

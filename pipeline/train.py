@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from gans import checkpoint
-from gans.loop import check_config
+from gans.loop import check_config, stop_message
 from pipeline.params import TRAIN_RUN_FILE, Params, load_params, print_config, run_stage, sweep_winner, write_json
 from pipeline.ray_runtime import training as ray_training
 from pipeline.worker import train_func_per_worker
@@ -34,7 +34,11 @@ def run(params: Params) -> Path:
         "live_dir": str(live_dir),
     }
     metrics = ray_training.train(train_func_per_worker, loop_config, params.ray, resume=params.gan.train.resume,
-                                checkpoint_file=checkpoint.FILENAME, target=target)  # a divergence raises here
+                                checkpoint_file=checkpoint.FILENAME, target=target)
+    message = stop_message(metrics)
+    if message:
+        kept = " It keeps the weights of the last good snapshot." if "divergence" in metrics["stopped_by"] else ""
+        print(f"[train] {message}{kept}", flush=True)
     replicas = list(metrics.get("replica_fingerprints", []))
     write_json(Path(params.paths.train) / TRAIN_RUN_FILE, {
         "config": params.gan.to_dict(),

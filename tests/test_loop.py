@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gans import checkpoint, loop
+from gans.diagnosis import DIAGNOSES
 from gans.loop import fit, step_seed
 from tests.conftest import tiny_config
 
@@ -98,7 +99,11 @@ def test_log_and_report_cadence_with_interval_means(tiny_dataset, tmp_path, monk
             expected = float(np.mean([row[key] for row in per_step[first:last]]))
             assert metrics[key] == pytest.approx(expected, rel=1e-12, abs=1e-12), (step, key)
 
-    assert state["history"] == [{"step": step, **metrics} for step, metrics in logged]
+    # The log also carries one 0/1 series per failure mode; the history holds the measurements only.
+    assert all({key for key in metrics if key.startswith("diagnosis/")} == {f"diagnosis/{name}" for name in DIAGNOSES.names()}
+               for _, metrics in logged)
+    assert state["history"] == [{"step": step, **{key: value for key, value in metrics.items() if not key.startswith("diagnosis/")}}
+                                for step, metrics in logged]
     # A report carries the latest logged row plus the replica fingerprints of the single rank.
     step, metrics, ckpt_dir = reports[-1]
     assert metrics["step"] == 7

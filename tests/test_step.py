@@ -27,7 +27,7 @@ def test_both_learning_rates_are_applied():
     stats = discriminator_step(D, opt_d, loss, real, fake)
     assert _max_change(before_g, G) == 0.0  # the D step leaves G alone
     assert _max_change(before_d, D) == pytest.approx(4e-4, rel=0.01)
-    assert set(stats) == {"d_loss", "d_acc_real", "d_acc_fake", "d_grad_norm"}
+    assert set(stats) == {"d_loss", "d_acc_real", "d_acc_fake", "d_real_sign", "d_grad_norm"}
 
     before_d = {n: p.detach().clone() for n, p in D.named_parameters()}
     stats = generator_step(G, D, opt_g, loss, fake)  # learns from the samples D was just updated on

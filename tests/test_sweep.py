@@ -186,10 +186,10 @@ def test_asha_stops_the_configuration_that_cannot_learn_and_a_diverged_trial_fai
     params, metrics, rows = asha_sweep
     trials = {(row["loss"], float(row["ttur_ratio"])): row for row in rows}
     assert sorted(trials) == [("bce", 1e-6), ("bce", 1.0), ("wgan-gp", 1e-6), ("wgan-gp", 1.0)]
-    # The losses turned NaN/inf: each such trial ended as failed, and the sweep went on.
+    # The losses turned NaN/inf: train.stop_on (divergence) ended each such trial as failed, and the sweep went on.
     for ratio in (1.0, 1e-6):
         failed = trials["wgan-gp", ratio]
-        assert failed["status"] == "failed" and failed["error"].startswith("Training diverged at step 10 (") and not failed["best_fid"]
+        assert failed["status"] == "failed" and failed["error"].startswith("Training stopped at step 10: divergence (train.stop_on") and not failed["best_fid"]
         assert (failed["n_critic"], failed["betas_d"]) == ("5", "0 0.9")  # wgan-gp's resolved settings
     # D frozen (lr_d ≈ 0): G cannot learn, it scored worse than the learning trial, ASHA stopped it early.
     learning, frozen = trials["bce", 1.0], trials["bce", 1e-6]
