@@ -106,3 +106,15 @@ def test_graph_passes_fold_every_batch_norm_and_drop_every_layout_change():
     convolutions = len(list(net.graph.findAllNodes("aten::conv2d")))
     assert metrics.keep_channels_last(net.graph) > 0 and metrics.fold_batch_norms(net.graph) == convolutions
     assert not list(net.graph.findAllNodes("aten::batch_norm")) and not list(net.graph.findAllNodes("aten::contiguous"))
+
+
+def test_precision_recall_takes_generated_first():
+    """Generated samples all next to one real sample: precision 1 (each looks real), recall ≈ 1/200 (one mode)."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 8)).astype(np.float32)
+    collapsed = torch.from_numpy(real[0] + rng.normal(scale=1e-3, size=(20, 8)).astype(np.float32))
+    scores = metrics.precision_recall({"kid_features": real}, collapsed, neighborhood=3)
+    assert scores["precision"] == 1.0 and scores["recall"] <= 0.02  # swapped inputs would give the reverse
+    assert scores["f_score"] == pytest.approx(2 * scores["recall"] / (1 + scores["recall"]), rel=1e-4)
+    same = metrics.precision_recall({"kid_features": real}, torch.from_numpy(real))
+    assert same["precision"] == 1.0 and same["recall"] == 1.0

@@ -82,6 +82,15 @@ def test_repro_produces_every_stage_output(repo):
     assert 0 < metrics["fid"] < float("inf") and metrics["fid_initial"] > 0
     assert metrics["meta"]["n_real"] == 40 and metrics["meta"]["n_fake"] == 40
     assert metrics["meta"]["extractor"] == "inception-v3-tf2015-offline"
+    # Honest numbers: the spread over 5 draws of samples, precision/recall (generated first), the standing
+    # BatchNorm statistics' effect, and the failure modes found (each with a step range, evidence and a hint).
+    assert metrics["fid_std"] > 0 and metrics["meta"]["fid_draw_seeds"] == [2026 + draw for draw in range(5)]
+    assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
+    assert metrics["meta"]["precision_recall"]["input_order"] == "generated first, real second"
+    assert metrics["fid_training_bn_stats"] > 0 and metrics["selected"]["standing_stats"]["samples"] == 1024
+    assert all(set(found) == {"start", "end", "evidence", "hint"} for found in metrics["diagnosis"].values())
+    assert set(metrics["diagnosis"]) <= {"convergence_failure", "divergence", "mode_collapse"}
+    assert (root / "dvclive/train/plots/metrics/diagnosis/divergence.tsv").read_text().count("\n") == 1 + 40 // 10
     grid = Image.open(root / "plots/eval/samples.png")
     assert grid.size == (4 * 64 + 5 * 2, 4 * 64 + 5 * 2)  # 16 images of 32 px upscaled ×2 in a 4×4 grid, 2 px padding
     assert Image.open(root / "plots/eval/losses.png").size[0] > 500
@@ -101,6 +110,7 @@ def test_repro_produces_every_stage_output(repo):
     assert signature["sweep_trial"] == winner["trial"] and signature["loss"] == winner["loss"]["name"]
     assert signature["ttur_ratio"] == pytest.approx(winner["trial"]["ttur_ratio"])
     assert signature["fid"] == metrics["fid"] and signature["step"] == metrics["selected"]["step"]
+    assert signature["standing_stats"] == metrics["selected"]["standing_stats"]  # exported with what was scored
     assert signature["weights"] == metrics["selected"]["weights"] in ("G_ema", "best")
     with torch.no_grad():
         images = model(torch.randn(3, 16))

@@ -87,6 +87,18 @@ def test_gradient_penalty_of_a_linear_critic_is_exact():
     assert critic[1].weight.grad.abs().sum() > 0
 
 
+def test_r1_penalty_of_a_linear_critic_is_exact_and_zero_for_a_flat_one():
+    """D(x) = w·x + b has ∇D = w at every real image, so R1 = γ/2·‖w‖²."""
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    real = torch.randn(6, 3, 2, 2)
+    penalty = losses.r1_penalty(lambda x: critic(x).squeeze(1), real, weight=0.5)
+    assert penalty.item() == pytest.approx(0.25 * critic[1].weight.norm().item() ** 2, rel=1e-5)
+    penalty.backward()
+    assert torch.allclose(critic[1].weight.grad, 0.5 * critic[1].weight.detach())  # ∂(γ/2‖w‖²)/∂w = γw
+    assert losses.r1_penalty(lambda x: x.sum(dim=(1, 2, 3)) * 0, real, weight=10.0).item() == 0.0
+
+
 def test_gradient_penalty_is_the_same_under_a_grad_scaler():
     torch.manual_seed(0)
     critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
