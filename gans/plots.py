@@ -143,3 +143,65 @@ def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     return _save_figure(fig, path, dpi=100)
+
+
+def save_labelled_grid(rows: Sequence[tuple[str, Sequence[Optional[torch.Tensor]]]], path: str | os.PathLike, *,
+                       column_titles: Optional[Sequence[str]] = None, upscale: int = 2, padding: int = 2,
+                       fontsize: float = 9) -> Path:
+    """A grid of images in [-1, 1] (each [C, H, W], all one size) with a label left of each row.
+
+    ``rows`` is (label, cells) per row; a None cell, and the cells a short row lacks, stay white. The image
+    part is laid out as ``save_grid`` lays it out (tiles nearest-upscaled, ``padding`` white pixels around
+    each) and drawn pixel for pixel at the right of the PNG: it is ``columns·(H·upscale + padding) + padding``
+    pixels wide and ``rows·(…) + padding`` high. Labels take a left margin as wide as the longest needs
+    (none when all are empty); ``column_titles`` add a band of ``labelled_grid_title_band(fontsize)`` pixels on top.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    tiles = [cell for _, cells in rows for cell in cells if cell is not None]
+    if not tiles:
+        raise ValueError("save_labelled_grid needs at least one image.")
+    _, tile_h, tile_w = tiles[0].shape
+    tile_h, tile_w = tile_h * upscale, tile_w * upscale
+    columns = max(len(cells) for _, cells in rows)
+    canvas = np.ones((len(rows) * (tile_h + padding) + padding, columns * (tile_w + padding) + padding, 3))
+    for r, (_, cells) in enumerate(rows):
+        for c, cell in enumerate(cells):
+            if cell is None:
+                continue
+            image = ((cell.detach().float().cpu().clamp(-1, 1) + 1) / 2).repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
+            image = image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
+            top, left = padding + r * (tile_h + padding), padding + c * (tile_w + padding)
+            canvas[top:top + tile_h, left:left + tile_w] = image.permute(1, 2, 0).numpy()
+
+    dpi = 100
+    fig = plt.figure(dpi=dpi, facecolor="white")
+    renderer = fig.canvas.get_renderer()
+
+    def text_width(text: str) -> float:
+        probe = fig.text(0, 0, text, fontsize=fontsize)
+        width = probe.get_window_extent(renderer=renderer).width
+        probe.remove()
+        return width
+
+    gap = 6
+    label_margin = int(math.ceil(max(text_width(label) for label, _ in rows))) + 2 * gap if any(label for label, _ in rows) else 0
+    band = labelled_grid_title_band(fontsize) if column_titles else 0
+    width, height = label_margin + canvas.shape[1], band + canvas.shape[0]
+    fig.set_size_inches((width + 0.5) / dpi, (height + 0.5) / dpi)  # +0.5: Agg truncates the pixel size
+    ax = fig.add_axes((label_margin / width, 0, canvas.shape[1] / width, canvas.shape[0] / height))
+    ax.imshow(canvas, interpolation="nearest", aspect="auto")
+    ax.axis("off")
+    for r, (label, _) in enumerate(rows):
+        centre = band + padding + r * (tile_h + padding) + tile_h / 2  # pixels from the top
+        fig.text((label_margin - gap) / width, 1 - centre / height, label, fontsize=fontsize, ha="right", va="center")
+    for c, title in enumerate(column_titles or ()):
+        centre = label_margin + padding + c * (tile_w + padding) + tile_w / 2
+        fig.text(centre / width, 1 - band / 2 / height, title, fontsize=fontsize, ha="center", va="center")
+    return _save_figure(fig, path, dpi=dpi)
+
+
+def labelled_grid_title_band(fontsize: float = 9) -> int:
+    """Height in pixels of ``save_labelled_grid``'s column-title band (at its 100 dpi)."""
+    return int(math.ceil(fontsize * 100 / 72 * 1.8))
