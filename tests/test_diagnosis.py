@@ -131,7 +131,6 @@ def test_a_much_stronger_d_gives_convergence_failure(faces8, tmp_path):
     assert found["evidence"]["d_acc_real"] >= 0.95 and found["evidence"]["g_loss_end"] > found["evidence"]["g_loss_start"]
 
 
-@MODELS.register("mlp-ignoring-z")
 class _IgnoresZ(MLP):
     """The MLP family whose generator multiplies z by 0: every sample is the same image."""
 
@@ -147,7 +146,8 @@ def _score(faces: PreparedDataset) -> InTrainingFID:
     return InTrainingFID(reference_statistics(features_of_images(faces.uint8(), make_extractor(mode="fast"), verbose=False)), 48, seed=1)
 
 
-def test_a_generator_that_ignores_z_collapses_and_a_healthy_run_gets_no_diagnosis(faces8, tmp_path):
+def test_a_generator_that_ignores_z_collapses_and_a_healthy_run_gets_no_diagnosis(faces8, tmp_path, monkeypatch):
+    monkeypatch.setitem(MODELS._entries, "mlp-ignoring-z", _IgnoresZ)  # registered for this test only
     collapsed = fit(_mlp(model={"name": "mlp-ignoring-z"}, train={"fid_every": 100}), faces8,
                     work_dir=tmp_path / "collapsed", score=_score(faces8))
     assert "mode_collapse" in [d["name"] for d in collapsed["diagnosis"]]
