@@ -100,6 +100,7 @@ def faces8(tmp_path_factory) -> PreparedDataset:
 
 def _mlp(**sections):
     train = {"steps": 200, "log_every": 5, "snapshot_every": 50, "batch_size": 8, **sections.pop("train", {})}
+    sections.setdefault("augment", {"policy": []})  # augmentation exists to keep D from winning: off here
     return tiny_config(data={"resolution": 8}, model={"name": "mlp", **sections.pop("model", {})}, train=train, **sections)
 
 
