@@ -1,4 +1,4 @@
-"""Stage ``export``: the generator evaluate selected, as TorchScript + signature in ``paths.models/<version>/``.
+"""Stage ``export``: the generator evaluate selected, as TorchScript + ONNX + signature in ``paths.models/<version>/``.
 
 The signature records where the weights came from: their step and FIDs (exact, and in-training), the
 loss and TTUR ratio they were trained with, and the sweep trial that chose those settings.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gans import checkpoint
 from gans.ema import standing_statistics
-from gans.export import export_generator
+from gans.export import SIGNATURE_FILE, export_generator
 from gans.errors import UserError
 from pipeline.params import TRAIN_RUN_FILE, load_params, print_config, run_stage
 
@@ -52,8 +52,10 @@ def main() -> None:
             "sweep_trial": run_info.get("sweep_trial") or None,
         },
     )
-    print(f"[export] generator ({selected['weights']}, step {selected['step']}, FID {evaluation.get('fid', float('nan')):.2f}) → {target}",
-          flush=True)
+    signature = json.loads((target / SIGNATURE_FILE).read_text())
+    files, diffs = " + ".join(signature["files"].values()), signature["parity"]
+    print(f"[export] generator ({selected['weights']}, step {selected['step']}, FID {evaluation.get('fid', float('nan')):.2f}) "
+          f"→ {target}: {files} (max |Δ| vs eager: TorchScript {diffs['torchscript']:.1e}, ONNX {diffs['onnx']:.1e})", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,369 @@
+"""The model server's HTTP API (FastAPI), modelled on TF Serving's REST API; Ray Serve hosts it.
+
+REST API (model name ``generator``; ``/versions/N`` may follow it on every route below):
+- ``GET  /v1/models/generator``                the served versions and their state
+- ``GET  /v1/models/generator/metadata``       the signature
+- ``POST /v1/models/generator:predict``        ``{"instances": [[z…], …]}`` or ``{"seed": s, "n": k}`` →
+  ``{"predictions": [[C][R][R] images in [-1, 1]], "model_version": "N"}`` (values rounded to 6 decimals)
+- ``GET  /v1/models/generator/grid.png?seed=s&n=k``, ``…/interpolation.png?seed_a=a&seed_b=b&steps=k``
+- ``GET  /``  a page (no build step, no CDN); ``GET /v1/server`` the process (pid, memory, swaps)
+Bad requests get a 4xx and ``{"error": "<one sentence>"}``; no input makes a 5xx.
+
+``GeneratorService`` does the work over a ``ModelStore``; the routes are free functions over the process's
+service; ``pipeline.ray_runtime.serving`` hosts them as a Ray Serve deployment with ``@serve.batch``.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route methods' annotations (``Request``)
+# through Ray Serve's ingress wrapper, which cannot resolve them from strings.
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from torchvision.utils import make_grid, save_image
+
+from gans.export import BACKENDS
+from gans.latent import interpolation_latents
+from pipeline.model_store import POLICIES, ModelStore, ServedVersion, UnknownVersion, Watcher
+
+MODEL_NAME = "generator"
+PAGE = Path(__file__).with_name("serve_page.html")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server runs; every field is a command-line flag of ``python -m pipeline.serve``."""
+
+    model_base_path: str = "models/generator"
+    """Root of the exported versions (params.yaml ``paths.models``)."""
+    policy: str = "latest"
+    """latest (the newest version only) | all | specific (``versions``)."""
+    versions: tuple[int, ...] = ()
+    """The versions the ``specific`` policy serves."""
+    backend: str = "onnx"
+    """onnx (ONNX Runtime) | torchscript. ONNX Runtime measured faster at every batch size (README, Serving)."""
+    threads: int = 1
+    """Inference threads per replica."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    num_replicas: int = 1
+    poll_interval_s: float = 0.5
+    """How often each replica looks for new version directories."""
+    max_n: int = 64
+    """Most images one request may ask for (``n`` or the number of instances)."""
+    max_body_bytes: int = 1 << 20
+    max_batch_size: int = 16
+    """Requests that ``@serve.batch`` runs through the model together."""
+    batch_wait_timeout_s: float = 0.002
+    address: Optional[str] = None
+    """A Ray cluster to join; null starts a private local Ray."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"serve policy must be one of {', '.join(POLICIES)}, not {self.policy!r}.")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"serve backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}.")
+        object.__setattr__(self, "versions", tuple(int(v) for v in self.versions))
+
+
+class BadRequest(Exception):
+    """A request the server refuses: an HTTP 4xx status and one sentence."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _sentence(detail: Any) -> str:
+    text = str(detail).strip() or "Request refused"
+    return text if text.endswith(".") else text + "."
+
+
+# Turning requests into latents.
+
+
+def seeded_latents(seed: int, n: int, z_dim: int) -> torch.Tensor:
+    """[n, z_dim] standard-normal latents of ``seed`` (``torch.Generator``: the same on every machine)."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def _integer(body: dict, key: str, low: int, high: int, default: Optional[int] = None) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(400, f"'{key}' must be an integer from {low} to {high}, not {json.dumps(value)}.")
+    return value
+
+
+def latents_from_body(body: Any, z_dim: int, max_n: int) -> np.ndarray:
+    """The request's z as float32 [n, z_dim], or ``BadRequest`` naming what is wrong."""
+    if not isinstance(body, dict) or ("instances" in body) == ("seed" in body):
+        raise BadRequest(400, 'The body must be a JSON object with either "instances" or "seed" (and "n").')
+    if "seed" in body:
+        n = _integer(body, "n", 1, max_n, default=1)
+        return seeded_latents(_integer(body, "seed", 0, 2**63 - 1), n, z_dim).numpy()
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest(400, f'"instances" must be a non-empty list of z vectors of {z_dim} numbers.')
+    if len(instances) > max_n:
+        raise BadRequest(400, f'"instances" holds {len(instances)} z vectors; at most {max_n} per request.')
+    for row in instances:
+        if not isinstance(row, list) or len(row) != z_dim:
+            got = f"a list of {len(row)}" if isinstance(row, list) else f"a value of type {type(row).__name__}"
+            raise BadRequest(400, f"Each instance must be a list of {z_dim} numbers (z_dim); got {got}.")
+        if not all(type(x) in (int, float) for x in row):
+            raise BadRequest(400, "Each z value must be a number (no strings, booleans or nulls).")
+    with np.errstate(over="ignore"):
+        z = np.asarray(instances, dtype=np.float32)
+    if not np.isfinite(z).all():
+        raise BadRequest(400, "Every z value must be finite (no NaN or Infinity, and within float32's range).")
+    return z
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The JSON body of ``request``, refusing a wrong content type, an oversized body and malformed JSON."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise BadRequest(415, f"The body must be sent as application/json (got {content_type or 'no Content-Type'}).")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BadRequest(413, f"The body is {int(declared)} bytes; at most {max_bytes} are accepted.")
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise BadRequest(413, f"The body is {len(body)} bytes; at most {max_bytes} are accepted.")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest(400, f"The body is not valid JSON ({error}).") from None
+
+
+def png_bytes(images: np.ndarray, nrow: int, upscale: int = 2) -> bytes:
+    """Images in [-1, 1] ([N, C, H, W]) as one PNG grid, nearest-upscaled so small faces stay visible."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if upscale > 1:
+        tensor = torch.nn.functional.interpolate(tensor, scale_factor=upscale, mode="nearest")
+    buffer = io.BytesIO()
+    save_image(make_grid(tensor, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1.0),
+               buffer, format="png")
+    return buffer.getvalue()
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+# The HTTP app.
+
+api = FastAPI(title="GAN generator server", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@api.exception_handler(BadRequest)
+async def _bad_request(request: Request, error: BadRequest) -> JSONResponse:
+    return _error(error.status, str(error))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if error.status_code == 404:
+        return _error(404, f"No such endpoint: {request.method} {request.url.path} (see GET / for the API).")
+    return _error(error.status_code, _sentence(error.detail))
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_query(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                         for e in error.errors())
+    return _error(400, _sentence(f"Invalid request ({problems})"))
+
+
+def _version(model: str, version: Optional[str]) -> Optional[int]:
+    if model != MODEL_NAME:
+        raise BadRequest(404, f"Unknown model {model!r}; this server serves {MODEL_NAME!r}.")
+    if version is None:
+        return None
+    if not version.isdigit():
+        raise BadRequest(404, f"Unknown version {version!r}; versions are integers (GET /v1/models/{MODEL_NAME}).")
+    return int(version)
+
+
+Job = tuple[ServedVersion, np.ndarray]
+"""One request's work: the version to run and its latents [n, z_dim]."""
+
+
+def run_jobs(jobs: list[Job]) -> list[np.ndarray]:
+    """Each job's images, running each version's model once over all of its jobs' latents together."""
+    results: list[Optional[np.ndarray]] = [None] * len(jobs)
+    for served in {id(s): s for s, _ in jobs}.values():
+        members = [i for i, (s, _) in enumerate(jobs) if s is served]
+        images = served.generate(np.concatenate([jobs[i][1] for i in members]))
+        bounds = np.cumsum([0] + [len(jobs[i][1]) for i in members])
+        for i, start, stop in zip(members, bounds[:-1], bounds[1:]):
+            results[i] = images[start:stop]
+    return results
+
+
+class GeneratorService:
+    """What the routes do, over one ``ModelStore`` kept current by a watcher thread (one per server replica).
+
+    ``run_job`` turns one request's work into its images; the Ray Serve deployment passes its
+    ``@serve.batch`` method, so requests that arrive together run through the model in one call.
+    """
+
+    def __init__(self, config: ServeConfig, run_job: Optional[Callable[[Job], Awaitable[np.ndarray]]] = None) -> None:
+        self.config = config
+        torch.set_num_threads(config.threads)
+        self.store = ModelStore(config.model_base_path, config.policy, config.versions, config.backend, config.threads)
+        self.store.refresh()
+        self.watcher = Watcher(self.store, config.poll_interval_s).start()
+        self.page_html = PAGE.read_text()
+        self.started = time.time()
+        self._run_job = run_job
+
+    def close(self) -> None:
+        self.watcher.stop()
+
+    def served(self, model: str, version: Optional[str]) -> ServedVersion:
+        try:
+            return self.store.get(_version(model, version))
+        except UnknownVersion as error:
+            raise BadRequest(404, str(error)) from None
+
+    async def generate(self, served: ServedVersion, z: np.ndarray) -> np.ndarray:
+        if self._run_job is not None:
+            return await self._run_job((served, z))
+        return run_jobs([(served, z)])[0]
+
+    def process(self) -> dict[str, Any]:
+        import psutil
+
+        return {"pid": os.getpid(), "rss_bytes": psutil.Process().memory_info().rss, "swaps": self.store.swaps,
+                "backend": self.config.backend, "policy": self.config.policy,
+                "uptime_s": round(time.time() - self.started, 1)}
+
+    def status(self, model: str, version: Optional[str] = None) -> dict[str, Any]:
+        if version is None:
+            _version(model, None)
+            return {"model_version_status": self.store.status(), "policy": self.config.policy}
+        served = self.served(model, version)
+        return {"model_version_status": [row for row in self.store.status() if row["version"] == str(served.version)]}
+
+    def metadata(self, model: str, version: Optional[str]) -> dict[str, Any]:
+        served = self.served(model, version)
+        return {"model_spec": {"name": MODEL_NAME, "version": str(served.version)},
+                "metadata": {"signature": dict(served.signature)}}
+
+    async def predict(self, model: str, version: Optional[str], request: Request) -> dict[str, Any]:
+        served = self.served(model, version)
+        z = latents_from_body(await read_json(request, self.config.max_body_bytes), served.z_dim, self.config.max_n)
+        images = await self.generate(served, z)
+        return {"predictions": np.round(images.astype(np.float64), 6).tolist(), "model_version": str(served.version)}
+
+    async def grid(self, model: str, version: Optional[str], seed: int, n: int) -> Response:
+        served = self.served(model, version)
+        if n > self.config.max_n:
+            raise BadRequest(400, f"'n' is {n}; at most {self.config.max_n} images per request.")
+        images = await self.generate(served, seeded_latents(seed, n, served.z_dim).numpy())
+        return _png(png_bytes(images, nrow=max(1, math.ceil(math.sqrt(n)))))
+
+    async def interpolation(self, model: str, version: Optional[str], seed_a: int, seed_b: int, steps: int) -> Response:
+        served = self.served(model, version)
+        ends = [seeded_latents(seed, 1, served.z_dim) for seed in (seed_a, seed_b)]
+        z = interpolation_latents(*ends, steps=steps, mode="slerp").numpy()
+        return _png(png_bytes(await self.generate(served, z), nrow=steps))
+
+
+# Routes: free functions over the process's service. (Route methods on the Serve deployment class would
+# need Ray Serve's class-based-view rewrite, which a class imported from another module does not survive.)
+
+_service: Optional[GeneratorService] = None
+
+
+def install(service: GeneratorService) -> None:
+    """Make ``service`` the one this process's routes use (the server replica calls this on start)."""
+    global _service
+    _service = service
+
+
+def current() -> GeneratorService:
+    if _service is None:
+        raise BadRequest(503, "The server is starting; try again in a few seconds.")
+    return _service
+
+
+SEED = Query(0, ge=0, le=2**63 - 1)
+N_IMAGES = Query(16, ge=1)
+SEED_A, SEED_B, STEPS = Query(0, ge=0, le=2**63 - 1), Query(1, ge=0, le=2**63 - 1), Query(8, ge=2, le=64)
+
+
+@api.get("/", response_class=HTMLResponse)
+async def page() -> HTMLResponse:
+    return HTMLResponse(current().page_html)
+
+
+@api.get("/v1/server")
+async def process() -> dict[str, Any]:
+    return current().process()
+
+
+@api.get("/v1/models/{model}")
+async def status(model: str) -> dict[str, Any]:
+    return current().status(model)
+
+
+@api.get("/v1/models/{model}/versions/{version}")
+async def version_status(model: str, version: str) -> dict[str, Any]:
+    return current().status(model, version)
+
+
+@api.get("/v1/models/{model}/metadata")
+async def metadata(model: str) -> dict[str, Any]:
+    return current().metadata(model, None)
+
+
+@api.get("/v1/models/{model}/versions/{version}/metadata")
+async def version_metadata(model: str, version: str) -> dict[str, Any]:
+    return current().metadata(model, version)
+
+
+@api.post("/v1/models/{model}:predict")
+async def predict(model: str, request: Request) -> dict[str, Any]:
+    return await current().predict(model, None, request)
+
+
+@api.post("/v1/models/{model}/versions/{version}:predict")
+async def version_predict(model: str, version: str, request: Request) -> dict[str, Any]:
+    return await current().predict(model, version, request)
+
+
+@api.get("/v1/models/{model}/grid.png")
+async def grid(model: str, seed: int = SEED, n: int = N_IMAGES) -> Response:
+    return await current().grid(model, None, seed, n)
+
+
+@api.get("/v1/models/{model}/versions/{version}/grid.png")
+async def version_grid(model: str, version: str, seed: int = SEED, n: int = N_IMAGES) -> Response:
+    return await current().grid(model, version, seed, n)
+
+
+@api.get("/v1/models/{model}/interpolation.png")
+async def interpolation(model: str, seed_a: int = SEED_A, seed_b: int = SEED_B, steps: int = STEPS) -> Response:
+    return await current().interpolation(model, None, seed_a, seed_b, steps)
+
+
+@api.get("/v1/models/{model}/versions/{version}/interpolation.png")
+async def version_interpolation(model: str, version: str, seed_a: int = SEED_A, seed_b: int = SEED_B,
+                                steps: int = STEPS) -> Response:
+    return await current().interpolation(model, version, seed_a, seed_b, steps)
