@@ -223,6 +223,15 @@ class TrainConfig:
     stop_on: tuple[str, ...] = ("divergence",)
     """Failure modes (``gans.diagnosis.DIAGNOSES``) that end a run early. A run stopped by divergence keeps the
     weights of its last good snapshot; a sweep trial stopped by any of them fails."""
+    sync_batchnorm: bool = True
+    """On several CUDA workers, BatchNorm normalises over the global batch (``torch.nn.SyncBatchNorm``), so a
+    run trains the same at any worker count. Not for a discriminator with an input-gradient penalty (WGAN-GP,
+    R1: SyncBatchNorm has no double backward), and not on the CPU, where torch 2.14 has no SyncBatchNorm
+    kernel: there each worker normalises its own batch (statistics averaged at snapshots)."""
+    deterministic: bool = False
+    """Deterministic kernels (cuDNN deterministic, no cuDNN benchmark, ``torch.use_deterministic_algorithms``,
+    ``CUBLAS_WORKSPACE_CONFIG``), so that a resumed GPU run is bit-identical to an uninterrupted one; slower.
+    Process-wide once set. The CPU is deterministic without it (same threads, same results)."""
 
     def __post_init__(self) -> None:
         require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")

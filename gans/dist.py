@@ -32,15 +32,34 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def wrap(module: nn.Module, device: torch.device) -> nn.Module:
+SYNC_BATCHNORM_DEVICES = ("cuda",)
+"""Device types with a SyncBatchNorm kernel. Not the CPU: torch 2.14's SyncBatchNorm raises "expected input
+tensor to be on GPU" there, and its kernels (``batch_norm_stats``) have no CPU implementation (measured with
+a 2-process gloo group)."""
+
+
+def syncs_batchnorm(device: torch.device) -> bool:
+    """Whether ``wrap(..., sync_batchnorm=True)`` converts BatchNorm to SyncBatchNorm on ``device``."""
+    return torch.device(device).type in SYNC_BATCHNORM_DEVICES
+
+
+def wrap(module: nn.Module, device: torch.device, sync_batchnorm: bool = False) -> nn.Module:
     """Wrap in DDP when several processes train together; otherwise return ``module`` unchanged.
 
     Buffers are not broadcast on every forward: a GAN step calls D several times before one backward,
-    and an in-place buffer broadcast between those calls breaks autograd. ``average_buffers`` syncs
-    BatchNorm statistics at snapshots instead.
+    and an in-place buffer broadcast between those calls breaks autograd (spectral norm's power-iteration
+    vectors are buffers in the graph). ``average_buffers`` syncs BatchNorm statistics at snapshots instead.
+
+    ``sync_batchnorm`` (on a device where ``syncs_batchnorm``): BatchNorm layers become SyncBatchNorm in place
+    (``module``'s children are replaced; parameters and state-dict keys stay), so each forward normalises over
+    every rank's batch and the running statistics agree on all ranks. Each SyncBatchNorm forward and backward
+    is a collective, so every rank must make the same calls in the same order (the loop does), and the
+    module must not need a double backward (input-gradient penalties): SyncBatchNorm has none.
     """
     if world_size() == 1:
         return module
+    if sync_batchnorm and syncs_batchnorm(device):
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     device_ids = [device.index] if device.type == "cuda" else None
     # An explicit bucket cap also drops DDP's 1 MB first bucket: a GAN's G or D then all-reduces its gradients
     # in one call per update, not two. Each gloo call costs ~1-2 ms on CPU whatever its size.

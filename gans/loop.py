@@ -25,6 +25,7 @@ on every rank after a last report with ``diverged: 1``.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -100,6 +101,24 @@ def step_seed(seed: int, rank: int, world_size: int, step: int) -> int:
     return int(np.random.SeedSequence([seed * world_size + rank, step]).generate_state(1)[0])
 
 
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+"""cuBLAS workspace setting that makes its kernels deterministic (``CUBLAS_WORKSPACE_CONFIG``, CUDA ≥ 10.2)."""
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels for the rest of this process (``train.deterministic``; torch's flags are process-wide).
+
+    cuDNN picks deterministic algorithms and does not benchmark, every op must have a deterministic
+    implementation (one without raises instead of silently differing), and cuBLAS gets a fixed workspace.
+    cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when it first starts in the process, so this must run before the
+    first CUDA matmul (``fit`` calls it first thing); an existing setting is kept.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
 
@@ -121,8 +140,12 @@ def fit(
 
     ``resume`` is a checkpoint dict (``gans.checkpoint.load``) to continue from. Snapshots are written to
     ``work_dir/snapshot-<step>/checkpoint.pt``; only the latest is kept.
+    With several processes G and D train under DDP (``gans.dist.wrap``), with SyncBatchNorm on CUDA when
+    ``train.sync_batchnorm`` is set; ``train.deterministic`` calls ``make_deterministic`` first.
     """
     check_config(cfg)
+    if cfg.train.deterministic:
+        make_deterministic()
     device = torch.device(device)
     rank, world = dist.rank(), dist.world_size()
     train = cfg.train
@@ -165,7 +188,10 @@ def fit(
             if saved_scaler:  # empty when the saved run trained without AMP
                 scaler.load_state_dict(saved_scaler)
 
-    G_train, D_train = dist.wrap(G, device), dist.wrap(D, device)
+    # SyncBatchNorm where the device has it (train.sync_batchnorm); not in a D whose penalty differentiates twice.
+    penalised = loss.gp_weight > 0 or cfg.loss.r1_weight > 0
+    G_train = dist.wrap(G, device, sync_batchnorm=train.sync_batchnorm)
+    D_train = dist.wrap(D, device, sync_batchnorm=train.sync_batchnorm and not penalised)
     work_dir = Path(work_dir)
 
     def full_state() -> dict[str, Any]:

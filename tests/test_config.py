@@ -70,3 +70,21 @@ def test_params_reject_unknown_sections_and_keys():
         parse_params({"ray": {"workers": 2}})
     with pytest.raises(ConfigError, match=r"ray\.placement_strategy='ANY'"):
         parse_params({"ray": {"placement_strategy": "ANY"}})
+
+
+def test_the_torch_backend_is_nccl_on_gpus_and_gloo_on_cpus_explicitly():
+    """Ray Train gets the backend from us (TorchConfig), not from its default."""
+    from pipeline.params import RayConfig
+    from pipeline.ray_runtime import training
+
+    for use_gpu, backend in ((True, "nccl"), (False, "gloo")):
+        trainer = training.make_trainer(lambda config: None, {}, RayConfig(use_gpu=use_gpu))  # builds, starts nothing
+        assert training.torch_backend(RayConfig(use_gpu=use_gpu)) == trainer.backend_config.backend == backend
+
+
+def test_the_gpu_cluster_keys_default_to_sync_batchnorm_on_and_deterministic_off():
+    from gans.config import TrainConfig
+
+    assert (TrainConfig().sync_batchnorm, TrainConfig().deterministic) == (True, False)
+    with pytest.raises(ConfigError, match=r"^train\.deterministic='yes' must be true or false\.$"):
+        GANConfig.from_dict({"train": {"deterministic": "yes"}})

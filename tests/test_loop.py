@@ -118,3 +118,32 @@ def test_step_seed_is_a_pure_function_of_its_inputs():
     assert step_seed(3, 0, 2, 5) != step_seed(3, 0, 2, 6)
     assert step_seed(3, 0, 2, 5) != step_seed(4, 0, 2, 5)
     assert len({step_seed(0, rank, 2, step) for rank in range(2) for step in range(50)}) == 100
+
+
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    """Put torch's process-wide deterministic flags (and CUBLAS_WORKSPACE_CONFIG) back after the test."""
+    import torch
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
+
+
+def test_the_deterministic_option_sets_torchs_flags_and_changes_nothing_on_the_cpu(tiny_dataset, tmp_path, restore_determinism):
+    """train.deterministic: deterministic kernels for the process; on the CPU the run is the same bit for bit."""
+    import os
+
+    import torch
+
+    from gans.dist import fingerprint
+
+    plain = fit(tiny_config(), tiny_dataset, work_dir=tmp_path / "plain")
+    assert not torch.are_deterministic_algorithms_enabled()  # off by default: fit leaves the flags alone
+    strict = fit(tiny_config(train={"deterministic": True}), tiny_dataset, work_dir=tmp_path / "strict")
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == loop.CUBLAS_WORKSPACE_CONFIG
+    assert fingerprint(strict["G"]) == fingerprint(plain["G"]) and fingerprint(strict["D"]) == fingerprint(plain["D"])

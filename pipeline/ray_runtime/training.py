@@ -26,7 +26,7 @@ import ray.tune
 import ray.tune.search
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from gans.atomic import atomic_file
@@ -72,6 +72,11 @@ def report(metrics: dict[str, float], step: int, ckpt_dir: Optional[Path]) -> No
         ray.train.report(payload, checkpoint=Checkpoint.from_directory(str(ckpt_dir)))
 
 
+def torch_backend(ray_cfg: RayConfig) -> str:
+    """The torch.distributed backend of the workers: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if ray_cfg.use_gpu else "gloo"
+
+
 def make_trainer(
     train_fn: Callable[[dict[str, Any]], None],
     loop_config: dict[str, Any],
@@ -83,11 +88,13 @@ def make_trainer(
     """A TorchTrainer running ``train_fn(loop_config)`` on ``ray.num_workers`` DDP workers.
 
     ``loop_config`` gains ``threads``: the CPUs each worker reserved, for ``torch.set_num_threads``.
-    Inside a Tune trial (``report_to_tune``) rank 0's reports become the trial's results.
+    Inside a Tune trial (``report_to_tune``) rank 0's reports become the trial's results. The backend is
+    set explicitly (``torch_backend``), not left to Ray's default.
     """
     return TorchTrainer(
         train_fn,
         train_loop_config={**loop_config, "threads": max(1, int(ray_cfg.cpus_per_worker))},
+        torch_config=TorchConfig(backend=torch_backend(ray_cfg)),
         scaling_config=ScalingConfig(
             num_workers=ray_cfg.num_workers,
             use_gpu=ray_cfg.use_gpu,
@@ -149,6 +156,8 @@ def make_tuner(
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
             metric=metric, mode=mode, scheduler=scheduler, num_samples=num_samples,
+            # A trial's driver process imports torch and the project (seconds on 2 cores): keep it for the next trial.
+            reuse_actors=True,
             # Tune ignores max_concurrent_trials when given a generator: the generator limits instead.
             search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent),
         ),
