@@ -27,7 +27,7 @@ from pipeline import sweep as sweep_stage
 from pipeline.params import Params, load_params
 from pipeline.ray_runtime import training as ray_training
 from pipeline.ray_runtime.cluster import clear_run, ray_session
-from pipeline.worker import train_func_per_worker
+from pipeline.sweep_trial import train_worker
 
 OUT = Path("bench/out/sweep")
 
@@ -41,8 +41,13 @@ def with_outputs(params: Params, name: str, **sweep) -> Params:
     return dataclasses.replace(params, paths=paths, ray=ray_cfg, sweep=dataclasses.replace(params.sweep, **sweep))
 
 
-def tune_overhead(params: Params, trials: int) -> dict[str, float]:
-    """Per-trial wall of a one-at-a-time Tune sweep minus the same Train runs outside Tune."""
+def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict[str, float]:
+    """Per-trial wall of a one-at-a-time Tune sweep minus the same Train runs outside Tune.
+
+    ``steps`` shortens every run alike (Tune's cost per trial does not grow with the steps), so more trials fit.
+    """
+    if steps:
+        params = dataclasses.replace(params, sweep=dataclasses.replace(params.sweep, steps=steps))
     points = sweep_stage.grid_points(params.sweep, params.gan)[:trials]
     params = with_outputs(params, "overhead", scheduler="fifo", max_concurrent=1)
     ray_cfg = sweep_stage.trial_ray_config(params)
@@ -61,7 +66,7 @@ def tune_overhead(params: Params, trials: int) -> dict[str, float]:
             plain_cfg = dataclasses.replace(ray_cfg, storage_path=ray_cfg.storage_path + "-plain")
             clear_run(plain_cfg.storage_path, f"plain-{index}")  # Ray would restore an earlier bench's finished run
             started = time.perf_counter()
-            ray_training.make_trainer(train_func_per_worker, loop_config,
+            ray_training.make_trainer(train_worker, loop_config,
                                       plain_cfg, name=f"plain-{index}").fit()
             plain_walls.append(time.perf_counter() - started)
             print(f"[bench] {sweep_stage.label(point)} outside Tune: {plain_walls[-1]:.1f} s", flush=True)
@@ -73,17 +78,19 @@ def tune_overhead(params: Params, trials: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--overhead-trials", type=int, default=2, help="grid points timed with and without Tune")
+    parser.add_argument("--overhead-steps", type=int, default=None, help="steps of each timed run (default: sweep.steps)")
     parser.add_argument("--overhead-only", action="store_true", help="skip the ASHA and full-grid sweeps")
     args = parser.parse_args()
     params = load_params()
     print(f"[bench] device: cpu ({torch.get_num_threads()} threads); sweep: {len(sweep_stage.grid_points(params.sweep, params.gan))} "
           f"trials, {params.sweep.steps} steps each, FID every {params.sweep.fid_every}", flush=True)
 
-    overhead = tune_overhead(params, args.overhead_trials)
+    overhead = tune_overhead(params, args.overhead_trials, args.overhead_steps)
     print(f"[bench] Tune: {overhead['tune_wall']:.1f} s in all, trials {overhead['trial_wall']:.1f} s (start to end as Tune saw them); "
           f"outside Tune {overhead['plain_wall']:.1f} s", flush=True)
     if args.overhead_only:
-        print(f"| **Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s** |")
+        print(f"| {args.overhead_trials} trials of {args.overhead_steps or params.sweep.steps} steps: "
+              f"**Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s** |")
         print(f"| Tune's overhead per trial, its experiment start-up included | {overhead['per_trial']:.1f} s |")
         return
     results = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -93,7 +94,7 @@ def server_process(model_base_path: str | os.PathLike, *flags: str, port: Option
                     rows = json.loads(response.read())["model_version_status"]
                 if any(row["state"] == "AVAILABLE" for row in rows):
                     break
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, http.client.HTTPException):  # not up yet
                 pass
             if time.time() > deadline:
                 raise RuntimeError(f"The model server was not ready within {timeout_s:.0f} s.")

@@ -29,17 +29,16 @@ import yaml
 from gans.atomic import atomic_file
 from gans.config import ConfigError, GANConfig, require_registered
 from gans.errors import UserError
-from gans.loop import TrainingStopped, check_config, stop_message
-from gans.losses import LOSSES, recommended_betas
+from gans.loop import check_config
+from gans.losses import LOSSES
 from gans.metrics import load_reference
 from gans.models import MODELS
 from gans.plots import save_heatmap, save_lines
 from pipeline.params import Params, RayConfig, SweepConfig, load_params, print_config, run_stage, write_json
 from pipeline.ray_runtime import training as ray_training
 from pipeline.ray_runtime.cluster import ray_session, storage_uri
-from pipeline.worker import train_func_per_worker
+from pipeline.sweep_trial import LOSS, MODEL, RATIO, run_trial, trial_config
 
-LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
 METRIC = "fid"
 CURVES_PNG, HEATMAP_PNG, CURVES_CSV = "fid_curves.png", "fid_heatmap.png", "fid_curves.csv"
 STATUSES = ("completed", "stopped", "failed")
@@ -50,26 +49,6 @@ class SweepError(UserError):
 
 
 # --- the search space and each trial's config -------------------------------------------------------------
-
-
-def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> GANConfig:
-    """params.yaml's run with one point of the search space applied, shortened to the sweep's budget.
-
-    lr_d = ratio × lr_g; betas are ``sweep.betas`` or the loss's known-good ones (hinge and wgan-gp:
-    (0, 0.9)) or params.yaml's; n_critic is ``sweep.n_critic`` or the loss's default (wgan-gp: 5).
-    """
-    lr_g = sweep.lr_g or base.optim.lr_g
-    betas = sweep.betas or recommended_betas(point[LOSS])
-    optim = dataclasses.replace(
-        base.optim, lr_g=lr_g, lr_d=lr_g * float(point[RATIO]),
-        betas_g=betas or base.optim.betas_g, betas_d=betas or base.optim.betas_d,
-    )
-    train = dataclasses.replace(base.train, steps=sweep.steps, fid_every=sweep.fid_every,
-                                snapshot_every=sweep.fid_every, n_critic=sweep.n_critic, resume=False)
-    return dataclasses.replace(
-        base, model=dataclasses.replace(base.model, name=point.get(MODEL, base.model.name)),
-        loss=dataclasses.replace(base.loss, name=point[LOSS]), optim=optim, train=train,
-    )
 
 
 def grid_points(sweep: SweepConfig, base: GANConfig) -> list[dict[str, Any]]:
@@ -137,16 +116,6 @@ def label(point: dict[str, Any]) -> str:
     """A trial's short name: "hinge ×4" (with the model when models are searched)."""
     text = f"{point[LOSS]} ×{float(point[RATIO]):g}"
     return f"{point[MODEL]} {text}" if MODEL in point else text
-
-
-def run_trial(config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig,
-              prepared: str, reference: str) -> None:
-    """One Tune trial: the Train run of ``trial_config(config["point"])``; a run stopped by ``train.stop_on`` fails it."""
-    cfg = trial_config(base, sweep, config["point"])
-    loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
-    message = stop_message(ray_training.fit_trial(train_func_per_worker, loop_config, ray_cfg))
-    if message:  # a failure mode in train.stop_on (divergence by default) ended the run: the trial fails
-        raise TrainingStopped(message)
 
 
 # --- outcomes → table, metrics, plots, winner ---------------------------------------------------------------

@@ -64,8 +64,10 @@ def restored_checkpoint() -> Iterator[Optional[Path]]:
 
 
 def report(metrics: dict[str, float], step: int, ckpt_dir: Optional[Path]) -> None:
-    """``gans.loop.fit``'s ``report`` callback: metrics, and the snapshot directory as a Ray checkpoint."""
-    payload = {**metrics, "step": step}
+    """``gans.loop.fit``'s ``report`` callback: metrics, and the snapshot directory as a Ray checkpoint.
+
+    Each report names the node it came from (``node_id``), so a sweep's results show where its trials ran."""
+    payload = {**metrics, "step": step, "node_id": ray.get_runtime_context().get_node_id()}
     if ckpt_dir is None:
         ray.train.report(payload)
     else:

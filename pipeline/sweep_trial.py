@@ -1,0 +1,57 @@
+"""One sweep trial as Tune runs it: its config (a point of the search space applied) and its Train run.
+
+Kept apart from the sweep stage so that a trial's driver process imports only this: not the stage's plots,
+the FID code or DVCLive (about 2.5 s of imports on 2 cores, paid per trial actor; Tune reuses the actor
+for the next trial). The Train workers import what they run themselves (``train_worker``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gans.config import GANConfig
+from gans.loop import TrainingStopped, stop_message
+from gans.losses import recommended_betas
+from pipeline.params import RayConfig, SweepConfig
+from pipeline.ray_runtime import training as ray_training
+
+LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
+"""The keys of a search-space point."""
+
+
+def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> GANConfig:
+    """params.yaml's run with one point of the search space applied, shortened to the sweep's budget.
+
+    lr_d = ratio × lr_g; betas are ``sweep.betas`` or the loss's known-good ones (hinge and wgan-gp:
+    (0, 0.9)) or params.yaml's; n_critic is ``sweep.n_critic`` or the loss's default (wgan-gp: 5).
+    """
+    lr_g = sweep.lr_g or base.optim.lr_g
+    betas = sweep.betas or recommended_betas(point[LOSS])
+    optim = dataclasses.replace(
+        base.optim, lr_g=lr_g, lr_d=lr_g * float(point[RATIO]),
+        betas_g=betas or base.optim.betas_g, betas_d=betas or base.optim.betas_d,
+    )
+    train = dataclasses.replace(base.train, steps=sweep.steps, fid_every=sweep.fid_every,
+                                snapshot_every=sweep.fid_every, n_critic=sweep.n_critic, resume=False)
+    return dataclasses.replace(
+        base, model=dataclasses.replace(base.model, name=point.get(MODEL, base.model.name)),
+        loss=dataclasses.replace(base.loss, name=point[LOSS]), optim=optim, train=train,
+    )
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """``pipeline.worker.train_func_per_worker``, imported on the Train worker that runs it."""
+    from pipeline.worker import train_func_per_worker
+
+    train_func_per_worker(config)
+
+
+def run_trial(config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig,
+              prepared: str, reference: str) -> None:
+    """One Tune trial: the Train run of ``trial_config(config["point"])``; a run stopped by ``train.stop_on`` fails it."""
+    cfg = trial_config(base, sweep, config["point"])
+    loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
+    message = stop_message(ray_training.fit_trial(train_worker, loop_config, ray_cfg))
+    if message:  # a failure mode in train.stop_on (divergence by default) ended the run: the trial fails
+        raise TrainingStopped(message)
