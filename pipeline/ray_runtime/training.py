@@ -158,8 +158,9 @@ def make_tuner(
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
             metric=metric, mode=mode, scheduler=scheduler, num_samples=num_samples,
-            # A trial's driver process imports torch and the project (seconds on 2 cores): keep it for the next trial.
-            reuse_actors=True,
+            # No reuse_actors: when ASHA stops a trial, its function is still inside TorchTrainer.fit(), which
+            # cannot be interrupted; only ending the trial's actor stops its Train run and frees its workers' CPUs.
+            reuse_actors=False,
             # Tune ignores max_concurrent_trials when given a generator: the generator limits instead.
             search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent),
         ),
