@@ -75,8 +75,7 @@ def main() -> None:
         while True:
             with lock:
                 index = next(counter, None)
-                if index == swap_after and not swap_time:
-                    shutil.copytree(incoming, root / ".incoming-2")
+                if index == swap_after and not swap_time:  # only a rename here: the copy was made before the load
                     (root / ".incoming-2").rename(root / "2")
                     swap_time.append(time.perf_counter())
             if index is None:
@@ -105,6 +104,7 @@ def main() -> None:
             connection.request("GET", "/v1/server")
             return json.loads(connection.getresponse().read())["rss_bytes"]
 
+        shutil.copytree(incoming, root / ".incoming-2")  # a hidden name: not a version until renamed
         rss_before = rss()
         began = time.perf_counter()
         threads = [threading.Thread(target=client, args=(port,)) for _ in range(args.concurrency)]

@@ -44,18 +44,27 @@ curl -sf --max-time 10 "$address/api/version" >/dev/null ||
 ! git ls-remote --exit-code "$git_remote" "refs/gan-jobs/$exp" >/dev/null ||
   die "a job named '$exp' was already submitted to $git_remote; choose another --name."
 
+[[ "$job_dir" == /* ]] || die "--job-dir must be an absolute path (every node resolves it the same way), not '$job_dir'."
+
 commit="$(git rev-parse HEAD)"
+dvc push -r "$dvc_remote"  # data first: a failed push leaves no job ref behind
 git push -q "$git_remote" "HEAD:refs/gan-jobs/$exp"
-dvc push -r "$dvc_remote"
 echo "submit.sh: job $exp runs commit $commit; when it has succeeded, fetch the result with: dvc exp pull $git_remote $exp"
 checkout="$job_dir/$exp"
 # Ray workers (Train, Tune trials) import gans/ and pipeline/ from the checkout, not from a node's install.
 runtime_env="$(python3 -c 'import json, sys; print(json.dumps({"env_vars": {"PYTHONPATH": sys.argv[1]}}))' "$checkout")"
 submit=(ray job submit --address "$address" --submission-id "$exp" --working-dir cluster --runtime-env-json "$runtime_env")
 $wait || submit+=(--no-wait)
-"${submit[@]}" -- bash job.sh --git-url "$git_url" --git-ref "refs/gan-jobs/$exp" --commit "$commit" \
-  --dvc-remote "$dvc_remote" --dvc-url "$dvc_url" --name "$exp" --checkout "$checkout" ${job_args[@]+"${job_args[@]}"} ||
+if ! "${submit[@]}" -- bash job.sh --git-url "$git_url" --git-ref "refs/gan-jobs/$exp" --commit "$commit" \
+  --dvc-remote "$dvc_remote" --dvc-url "$dvc_url" --name "$exp" --checkout "$checkout" ${job_args[@]+"${job_args[@]}"}; then
+  # Not submitted at all (no job under that id): free the name again.
+  ray job status --address "$address" "$exp" >/dev/null 2>&1 || git push -q -d "$git_remote" "refs/gan-jobs/$exp" || true
   die "job $exp did not succeed and pushed nothing; see why with: ray job logs --address $address $exp"
+fi
+# `ray job submit` exits 0 for a job that was stopped (STOPPED): only SUCCEEDED has pushed an experiment.
+if $wait && ! ray job status --address "$address" "$exp" 2>/dev/null | grep -q SUCCEEDED; then
+  die "job $exp ended without succeeding and pushed nothing; see: ray job status --address $address $exp"
+fi
 if $wait; then
   echo "submit.sh: job $exp SUCCEEDED; fetch it: dvc exp pull $git_remote $exp, then dvc exp show / dvc metrics diff / dvc exp apply $exp"
 else

@@ -35,7 +35,7 @@ from torchvision.utils import make_grid, save_image
 
 from gans.export import BACKENDS
 from gans.latent import interpolation_latents
-from pipeline.model_store import POLICIES, ModelStore, ServedVersion, UnknownVersion, Watcher
+from pipeline.model_store import POLICIES, ModelStore, ServedVersion, UnknownVersion, Watcher, is_version_name
 
 MODEL_NAME = "generator"
 PAGE = Path(__file__).with_name("serve_page.html")
@@ -43,7 +43,7 @@ PAGE = Path(__file__).with_name("serve_page.html")
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """How the server runs; every field is a command-line flag of ``python -m pipeline.serve``."""
+    """How the server runs (``python -m pipeline.serve`` flags, ``serve run … key=value`` arguments)."""
 
     model_base_path: str = "models/generator"
     """Root of the exported versions (params.yaml ``paths.models``)."""
@@ -70,6 +70,13 @@ class ServeConfig:
     """A Ray cluster to join; null starts a private local Ray."""
 
     def __post_init__(self) -> None:
+        for key in ("threads", "num_replicas", "max_n", "max_body_bytes", "max_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"serve {key} must be at least 1, not {getattr(self, key)}.")
+        if self.poll_interval_s <= 0 or self.batch_wait_timeout_s < 0:
+            raise ValueError("serve poll_interval_s must be > 0 and batch_wait_timeout_s ≥ 0.")
+        if self.policy == "specific" and not self.versions:
+            raise ValueError("The 'specific' version policy needs the versions to serve (e.g. --versions 1 3).")
         if self.policy not in POLICIES:
             raise ValueError(f"serve policy must be one of {', '.join(POLICIES)}, not {self.policy!r}.")
         if self.backend not in BACKENDS:
@@ -78,7 +85,7 @@ class ServeConfig:
 
 
 class BadRequest(Exception):
-    """A request the server refuses: an HTTP 4xx status and one sentence."""
+    """A request the server refuses: an HTTP error status (4xx; 503 while a replica starts) and one sentence."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -202,8 +209,9 @@ def _version(model: str, version: Optional[str]) -> Optional[int]:
         raise BadRequest(404, f"Unknown model {model!r}; this server serves {MODEL_NAME!r}.")
     if version is None:
         return None
-    if not version.isdigit():
-        raise BadRequest(404, f"Unknown version {version!r}; versions are integers (GET /v1/models/{MODEL_NAME}).")
+    if not is_version_name(version):
+        shown = version if len(version) <= 20 else version[:17] + "..."
+        raise BadRequest(404, f"Unknown version {shown!r}; versions are integers (GET /v1/models/{MODEL_NAME}).")
     return int(version)
 
 

@@ -46,11 +46,24 @@ class ServedVersion:
         return int(self.signature["z_dim"])
 
 
+def is_version_name(name: str) -> bool:
+    """A version directory's name: ASCII digits ("²" is a digit to Python, and int() refuses it)."""
+    return name.isascii() and name.isdigit() and len(name) <= 18
+
+
 def versions_on_disk(base: Path) -> list[int]:
     """Integer-named version directories under ``base`` that hold a signature, ascending."""
     if not base.is_dir():
         return []
-    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and (p / SIGNATURE_FILE).is_file())
+    return sorted(int(p.name) for p in base.iterdir() if is_version_name(p.name) and (p / SIGNATURE_FILE).is_file())
+
+
+def _contents(directory: Path) -> tuple:
+    """What a version directory holds now (names, sizes, mtimes): a failed load is retried when it changes."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir()))
+    except OSError:
+        return ()
 
 
 def wanted_versions(available: list[int], policy: str, specific: tuple[int, ...] = ()) -> list[int]:
@@ -78,7 +91,7 @@ class ModelStore:
         self.base, self.policy, self.specific = Path(base), policy, tuple(int(v) for v in specific)
         self.backend, self.threads = backend, threads
         self._served: Mapping[int, ServedVersion] = MappingProxyType({})
-        self._failed: dict[int, str] = {}  # version → why it could not be loaded
+        self._failed: dict[int, tuple[tuple, str]] = {}  # version → (its directory's contents, why it failed)
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self.swaps = 0
 
@@ -105,7 +118,7 @@ class ModelStore:
         rows = [{"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
                 for v in sorted(self._served, reverse=True)]
         rows += [{"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": why}}
-                 for v, why in sorted(self._failed.items(), reverse=True) if v not in self._served]
+                 for v, (_, why) in sorted(self._failed.items(), reverse=True) if v not in self._served]
         return rows
 
     # Loading (the watcher thread).
@@ -117,7 +130,8 @@ class ModelStore:
             current = self._served
             loaded = {v: current[v] for v in wanted if v in current}
             for version in wanted:
-                if version not in loaded and version not in self._failed:  # a directory appears whole: a failed load stays failed
+                failed = self._failed.get(version)
+                if version not in loaded and (failed is None or failed[0] != _contents(self.base / str(version))):
                     served = self._load(version)
                     if served is not None:
                         loaded[version] = served
@@ -136,9 +150,11 @@ class ModelStore:
             served = ServedVersion(version, generate, MappingProxyType(dict(signature)))
             generate(np.zeros((1, served.z_dim), np.float32))  # warm up before any request can reach it
         except Exception as error:  # a broken version must not take the served ones down
-            self._failed[version] = f"{type(error).__name__}: {error}"
+            # Retried once its files change (e.g. `dvc checkout` writing them one by one).
+            self._failed[version] = (_contents(self.base / str(version)), f"{type(error).__name__}: {error}")
             log.warning("version %s could not be loaded: %s", version, error)
             return None
+        self._failed.pop(version, None)
         return served
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import psutil
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
+from gans.atomic import atomic_file
 from gans import checkpoint, dist
 from pipeline import sweep as sweep_stage
 from pipeline import train as train_stage
@@ -42,7 +43,8 @@ def _recording_worker(config: dict, record_dir: str) -> None:
     with ray_training.restored_checkpoint() as directory:
         resumed_from = None if directory is None else int(checkpoint.load(directory)["step"])
     record = {"rank": ray_training.worker_rank(), "pid": os.getpid(), "resumed_from": resumed_from}
-    Path(record_dir, f"{os.getpid()}.json").write_text(json.dumps(record))
+    with atomic_file(Path(record_dir, f"{os.getpid()}.json")) as tmp:  # the killer thread polls these files
+        tmp.write_text(json.dumps(record))
     train_func_per_worker(config)
 
 
@@ -111,7 +113,7 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     def rank_1_mid_interval() -> Optional[int]:
         """Rank 1 of the first attempt, once rank 0 logged 2–5 steps past the latest registered snapshot."""
         registered, logged = _registered_step(run_dir), _logged_steps(live_dir)
-        first_attempt = [json.loads(p.read_text()) for p in records.glob("*.json")]
+        first_attempt = [json.loads(p.read_text()) for p in records.glob("*.json") if not p.name.startswith(".")]
         rank_1 = [r["pid"] for r in first_attempt if r["rank"] == 1 and r["resumed_from"] is None]
         if registered is None or not logged or not rank_1 or not registered + 2 <= logged[-1] <= registered + 5:
             return None
@@ -124,7 +126,7 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     assert not psutil.pid_exists(killer.victim)
 
     # Two attempts of two ranks each; the second resumed both ranks from the snapshot registered at the kill.
-    attempts = [json.loads(p.read_text()) for p in records.glob("*.json")]
+    attempts = [json.loads(p.read_text()) for p in records.glob("*.json") if not p.name.startswith(".")]
     first = sorted((r["rank"], r["resumed_from"]) for r in attempts if r["resumed_from"] is None)
     second = sorted((r["rank"], r["resumed_from"]) for r in attempts if r["resumed_from"] is not None)
     resumed_from = kill_point["registered"]

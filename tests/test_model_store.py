@@ -95,6 +95,10 @@ def test_a_broken_new_version_leaves_the_served_one_in_place(tmp_path, generator
     rows = {row["version"]: row for row in store.status()}
     assert rows["1"]["state"] == "AVAILABLE"
     assert rows["2"]["state"] == "END" and rows["2"]["status"]["error_message"]
+    assert not store.refresh()  # unchanged files: not loaded again
+    shutil.copy(tmp_path / "1" / "generator.onnx", broken / "generator.onnx")  # e.g. `dvc checkout` finishing
+    assert store.refresh() and list(store.served) == [2]
+    assert [row["state"] for row in store.status()] == ["AVAILABLE"]
 
 
 def test_the_watcher_picks_up_an_export(tmp_path, generators):
@@ -118,5 +122,9 @@ def test_bad_settings_are_refused_in_one_sentence(tmp_path):
         ModelStore(tmp_path, "specific")
     with pytest.raises(UserError, match="Unknown backend 'tf'; choose one of onnx, torchscript."):
         ModelStore(tmp_path, backend="tf")
+    assert versions_on_disk(tmp_path) == []
+    (tmp_path / "²").mkdir()  # a digit to str.isdigit(), not to int()
+    (tmp_path / "²" / "signature.json").write_text("{}")
+    assert versions_on_disk(tmp_path) == []
     with pytest.raises(UnknownVersion, match="No version is loaded"):
         ModelStore(tmp_path).get()

@@ -149,6 +149,8 @@ def test_bad_predict_requests_get_a_4xx_and_one_sentence(server, kind):
 @pytest.mark.parametrize("path, expected_status, phrase", [
     ("/v1/models/generator/versions/9:predict", 404, "Version 9 is not served (policy latest serves 1)."),
     ("/v1/models/generator/versions/one:predict", 404, "Unknown version 'one'"),
+    ("/v1/models/generator/versions/%C2%B2:predict", 404, "Unknown version"),  # "²": a digit to str.isdigit()
+    ("/v1/models/generator/versions/" + "9" * 400 + ":predict", 404, "Unknown version"),
     ("/v1/models/other:predict", 404, "Unknown model 'other'"),
     ("/v1/nothing", 404, "No such endpoint"),
 ])
@@ -225,8 +227,11 @@ def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(exporte
 
         def load():
             while not stop.is_set():
-                status, answer = predict(url, {"instances": z.tolist()})
-                results.append((status, answer.get("model_version")))
+                try:
+                    status, answer = predict(url, {"instances": z.tolist()})
+                    results.append((status, answer.get("model_version")))
+                except Exception as error:  # a non-JSON answer (a 5xx page) or no answer: a failed request
+                    results.append((repr(error), None))
 
         threads = [threading.Thread(target=load) for _ in range(4)]
         for thread in threads:
