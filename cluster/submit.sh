@@ -16,6 +16,11 @@ exp="job-$(date -u +%Y%m%d-%H%M%S)"
 git_remote=origin dvc_remote="" wait=true job_dir=/tmp/gan-jobs
 job_args=()
 die() { echo "submit.sh: $*" >&2; exit 1; }
+# The job's status from the dashboard's REST API (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED); empty if none.
+job_status() {
+  curl -sf --max-time 10 "$address/api/jobs/$exp" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin).get("status", ""))' 2>/dev/null || true
+}
 while (($#)); do
   case "$1" in
     --name) exp="$2"; shift 2 ;;
@@ -58,12 +63,12 @@ $wait || submit+=(--no-wait)
 if ! "${submit[@]}" -- bash job.sh --git-url "$git_url" --git-ref "refs/gan-jobs/$exp" --commit "$commit" \
   --dvc-remote "$dvc_remote" --dvc-url "$dvc_url" --name "$exp" --checkout "$checkout" ${job_args[@]+"${job_args[@]}"}; then
   # Not submitted at all (no job under that id): free the name again.
-  ray job status --address "$address" "$exp" >/dev/null 2>&1 || git push -q -d "$git_remote" "refs/gan-jobs/$exp" || true
+  [[ -n "$(job_status)" ]] || git push -q -d "$git_remote" "refs/gan-jobs/$exp" || true
   die "job $exp did not succeed and pushed nothing; see why with: ray job logs --address $address $exp"
 fi
 # `ray job submit` exits 0 for a job that was stopped (STOPPED): only SUCCEEDED has pushed an experiment.
-if $wait && ! ray job status --address "$address" "$exp" 2>/dev/null | grep -q SUCCEEDED; then
-  die "job $exp ended without succeeding and pushed nothing; see: ray job status --address $address $exp"
+if $wait && [[ "$(job_status)" != SUCCEEDED ]]; then
+  die "job $exp ended $(job_status) and pushed nothing; see: ray job logs --address $address $exp"
 fi
 if $wait; then
   echo "submit.sh: job $exp SUCCEEDED; fetch it: dvc exp pull $git_remote $exp, then dvc exp show / dvc metrics diff / dvc exp apply $exp"
