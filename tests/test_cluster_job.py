@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gans import checkpoint
-from tests.test_cluster import _free_port
+from pipeline.serve import free_port
 from tests.test_pipeline_e2e import REPO, TINY, _ignore, _set_params
 
 BIN = Path(sys.executable).parent
@@ -47,7 +47,7 @@ def env():
 def cluster(env):
     """Two Ray nodes of 1 CPU on this machine, the head with the dashboard (jobs go through it): the dashboard's
     URL (``jobs``) and the cluster's address (``gcs``)."""
-    port, dashboard, client = _free_port(), _free_port(), _free_port()
+    port, dashboard, client = free_port(), free_port(), free_port()
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
     try:
         _run([BIN / "ray", "start", "--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -92,7 +92,7 @@ def _exp_refs(bare: Path, env) -> list[str]:
 
 def test_bad_input_gets_one_sentence(repos, env):
     user = repos["user"]
-    unreachable = f"http://127.0.0.1:{_free_port()}"
+    unreachable = f"http://127.0.0.1:{free_port()}"
 
     (user / "notes.txt").write_text("not committed")
     try:
