@@ -2,11 +2,15 @@
 
 Trains the default config (params.yaml's model and loss, 32 px LFW faces) twice in one run: with ``fit``
 in this process on 2 threads and batch 2B, and through the train stage's Ray path (``ray_runtime.training``,
-the same worker function shape) on 2 workers of 1 CPU with batch B each. Prints each one's steady
-training speed (steps/s between the first and the last log step), their ratio, and the time from the
-stage's start to the training loop running on the workers (Ray start-up, worker group, model build).
+the same worker function shape) on 2 workers of 1 CPU with batch B each, a fresh Ray instance each time.
 
-    python bench/ray_train.py --steps 400
+The two alternate, ``--rounds`` times, so a noisy neighbour on the shared machine slows both alike; each
+run has the machine to itself (no Ray processes beside the local run). Prints each one's steady training
+speed (steps/s from the first log step after ``--warmup`` steps to the last, median over rounds), the
+ratio of each round and their median, and the time from the stage's start to the training loop running
+on the workers (Ray start-up, worker group, model build).
+
+    python bench/ray_train.py --steps 400 --rounds 3
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +43,9 @@ class StepClock:
     def __call__(self, metrics: dict[str, float], step: int) -> None:
         self.times.append((step, time.time()))
 
-    def steps_per_second(self) -> float:
-        (first_step, first), (last_step, last) = self.times[0], self.times[-1]
+    def steps_per_second(self, warmup: int = 0) -> float:
+        steady = [(step, at) for step, at in self.times if step >= warmup]
+        (first_step, first), (last_step, last) = steady[0], steady[-1]
         return (last_step - first_step) / (last - first)
 
 
@@ -55,44 +61,63 @@ def worker(config: dict[str, Any]) -> None:
         Path(config["out"]).write_text(json.dumps({"loop_started": started, "times": clock.times}))
 
 
+def local_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> float:
+    """Steps/s of ``fit`` in this process on 2 threads."""
+    torch.set_num_threads(2)
+    clock = StepClock()
+    fit(cfg, PreparedDataset(prepared), work_dir=work_dir, log=clock)
+    return clock.steps_per_second(warmup)
+
+
+def ray_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> tuple[float, float]:
+    """Steps/s of the same loop on 2 Ray workers of 1 CPU, and seconds from the stage's start to their loop."""
+    ray_cfg = RayConfig(num_workers=2, cpus_per_worker=1, storage_path=str(work_dir / "ray"))
+    out = work_dir / "clock.json"
+    stage_started = time.time()
+    ray_training.train(worker, {"cfg": cfg, "prepared": str(prepared), "out": str(out)}, ray_cfg,
+                       resume=False, checkpoint_file="checkpoint.pt", target=work_dir / "final.pt")
+    record = json.loads(out.read_text())
+    clock = StepClock()
+    clock.times = [tuple(row) for row in record["times"]]
+    return clock.steps_per_second(warmup), record["loop_started"] - stage_started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3, help="local and Ray runs, alternating")
+    parser.add_argument("--warmup", type=int, default=100, help="steps not timed at the start of each run")
     parser.add_argument("--batch-size", type=int, default=None, help="per Ray worker (default: params.yaml's)")
     args = parser.parse_args()
 
     base = GANConfig()
     batch = args.batch_size or base.train.batch_size
-    train = dataclasses.replace(base.train, steps=args.steps, snapshot_every=args.steps, log_every=25)
+    if args.steps < args.warmup + 4 * base.train.log_every:
+        parser.error(f"--steps must exceed --warmup by at least 4 log steps ({4 * base.train.log_every}).")
+    train = dataclasses.replace(base.train, steps=args.steps, snapshot_every=args.steps, fid_every=0)
     images, _, _ = prepare_images(base.data, progress=False)
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     prepared = write_prepared(work / "data", images, {})
-
-    # 1 process × 2 threads, global batch 2B.
-    torch.set_num_threads(2)
-    local_clock = StepClock()
     cfg_local = dataclasses.replace(base, train=dataclasses.replace(train, batch_size=2 * batch))
-    fit(cfg_local, PreparedDataset(prepared), work_dir=work / "local", log=local_clock)
-    local = local_clock.steps_per_second()
-
-    # 2 Ray workers × 1 thread, batch B each.
     cfg_ray = dataclasses.replace(base, train=dataclasses.replace(train, batch_size=batch))
-    ray_cfg = RayConfig(num_workers=2, cpus_per_worker=1, storage_path=str(work / "ray"))
-    out = work / "clock.json"
-    stage_started = time.time()
-    ray_training.train(worker, {"cfg": cfg_ray, "prepared": str(prepared), "out": str(out)}, ray_cfg,
-                       resume=False, checkpoint_file="checkpoint.pt", target=work / "final.pt")
-    record = json.loads(out.read_text())
-    clock = StepClock()
-    clock.times = [tuple(row) for row in record["times"]]
-    on_ray = clock.steps_per_second()
+
+    local, on_ray, start_up = [], [], []
+    for round_index in range(args.rounds):
+        local.append(local_speed(cfg_local, prepared, work / f"local-{round_index}", args.warmup))
+        speed, seconds = ray_speed(cfg_ray, prepared, work / f"ray-{round_index}", args.warmup)
+        on_ray.append(speed)
+        start_up.append(seconds)
+        print(f"[bench] round {round_index + 1}: one process {local[-1]:.2f} steps/s, Ray {speed:.2f} steps/s, "
+              f"ratio {speed / local[-1]:.2f}", flush=True)
+    ratios = [r / l for r, l in zip(on_ray, local)]
 
     print(f"device cpu, {torch.get_num_threads()} threads in this process; model {base.model.name} "
-          f"{base.data.resolution} px width {base.model.g_width}; {args.steps} steps, global batch {2 * batch}")
-    print(f"1 process × 2 threads, batch {2 * batch}:   {local:6.2f} steps/s")
-    print(f"2 Ray workers × 1 thread, batch {batch}: {on_ray:6.2f} steps/s")
-    print(f"ratio (Ray / one process): {on_ray / local:.2f}")
-    print(f"stage start → training loop running on the workers: {record['loop_started'] - stage_started:.1f} s")
+          f"{base.data.resolution} px width {base.model.g_width}; {args.steps} steps (first {args.warmup} untimed), "
+          f"global batch {2 * batch}, {args.rounds} rounds")
+    print(f"1 process × 2 threads, batch {2 * batch}:   {statistics.median(local):6.2f} steps/s (median)")
+    print(f"2 Ray workers × 1 thread, batch {batch}: {statistics.median(on_ray):6.2f} steps/s (median)")
+    print(f"ratio (Ray / one process): {statistics.median(ratios):.2f} (median; rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"stage start → training loop running on the workers: {statistics.median(start_up):.1f} s (median)")
 
 
 if __name__ == "__main__":

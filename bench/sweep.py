@@ -2,10 +2,12 @@
 
 Prints, all measured in this run on this machine:
 
-1. **Tune's overhead per trial**: the first ``--overhead-trials`` grid points run one at a time as a Tune
-   sweep (FIFO), then the same Train runs outside Tune, one after the other, in the same Ray session;
+1. **Tune's overhead per trial**: each of the first ``--overhead-trials`` grid points runs as a one-trial
+   Tune sweep and as the same Train run outside Tune, the two alternating (which goes first alternates too)
+   in one Ray session after an untimed warm-up Train run (a session's first Train run pays one-time costs
+   of several seconds), so a drift in the shared machine's speed lands on both sides alike;
    overhead = (Σ trial walls, from Tune starting each trial to Tune seeing it end − Σ Train walls) / trials;
-   also with Tune's experiment start-up included: (sweep wall − Σ Train walls) / trials.
+   also with Tune's experiment start-up (its trial actor included): (Σ sweep walls − Σ Train walls) / trials.
 2. **ASHA against the full grid**: the default sweep (ASHA) and the same grid with FIFO, each as the stage
    runs it; the trial-steps each used, the fraction ASHA saved, and whether both picked the same winner.
 
@@ -53,24 +55,39 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
     ray_cfg = sweep_stage.trial_ray_config(params)
     constants = {"base": params.gan, "sweep": params.sweep, "ray_cfg": ray_cfg,
                  "prepared": str(Path(params.paths.prepared).resolve()), "reference": str(Path(params.paths.reference).resolve())}
-    with ray_session(ray_cfg, dashboard=True):
+
+    def plain_run(point: dict, name: str) -> float:
+        """Seconds of ``point``'s Train run outside Tune (under a storage of its own)."""
+        loop_config = {**{k: constants[k] for k in ("prepared", "reference")}, "live_dir": None,
+                       "cfg": sweep_stage.trial_config(params.gan, params.sweep, point)}
+        plain_cfg = dataclasses.replace(ray_cfg, storage_path=ray_cfg.storage_path + "-plain")
+        clear_run(plain_cfg.storage_path, name)  # Ray would restore an earlier bench's finished run
         started = time.perf_counter()
-        outcomes = ray_training.run_sweep(sweep_stage.run_trial, ray_training.search_space(points=points), ray_cfg, constants=constants,
-                               metric=sweep_stage.METRIC, mode="min", max_concurrent=1, scheduler=None, num_samples=1,
-                               seed=0, resume=False, label=sweep_stage.label)
-        tune_wall = time.perf_counter() - started
-        plain_walls = []
+        ray_training.make_trainer(train_worker, loop_config, plain_cfg, name=name).fit()
+        return time.perf_counter() - started
+
+    def tune_run(point: dict) -> tuple[float, float]:
+        """Seconds of ``point`` as a one-trial Tune sweep: the trial (as Tune saw it) and the whole sweep."""
+        started = time.perf_counter()
+        outcome, = ray_training.run_sweep(sweep_stage.run_trial, ray_training.search_space(points=[point]), ray_cfg,
+                                          constants=constants, metric=sweep_stage.METRIC, mode="min", max_concurrent=1,
+                                          scheduler=None, num_samples=1, seed=0, resume=False, label=sweep_stage.label)
+        return outcome.wall_s, time.perf_counter() - started
+
+    trial_walls, tune_walls, plain_walls = [], [], []
+    with ray_session(ray_cfg, dashboard=True):
+        print(f"[bench] warm-up Train run (not timed): {plain_run(points[0], 'warm-up'):.1f} s", flush=True)
         for index, point in enumerate(points):
-            loop_config = {**{k: constants[k] for k in ("prepared", "reference")}, "live_dir": None,
-                           "cfg": sweep_stage.trial_config(params.gan, params.sweep, point)}
-            plain_cfg = dataclasses.replace(ray_cfg, storage_path=ray_cfg.storage_path + "-plain")
-            clear_run(plain_cfg.storage_path, f"plain-{index}")  # Ray would restore an earlier bench's finished run
-            started = time.perf_counter()
-            ray_training.make_trainer(train_worker, loop_config,
-                                      plain_cfg, name=f"plain-{index}").fit()
-            plain_walls.append(time.perf_counter() - started)
-            print(f"[bench] {sweep_stage.label(point)} outside Tune: {plain_walls[-1]:.1f} s", flush=True)
-    trial_walls = [outcome.wall_s for outcome in outcomes]
+            for side in ("plain", "tune") if index % 2 == 0 else ("tune", "plain"):
+                if side == "plain":
+                    plain_walls.append(plain_run(point, f"plain-{index}"))
+                else:
+                    trial_wall, tune_wall = tune_run(point)
+                    trial_walls.append(trial_wall)
+                    tune_walls.append(tune_wall)
+            print(f"[bench] {sweep_stage.label(point)}: outside Tune {plain_walls[-1]:.1f} s, as a trial {trial_walls[-1]:.1f} s "
+                  f"(+{trial_walls[-1] - plain_walls[-1]:.1f}), its sweep {tune_walls[-1]:.1f} s", flush=True)
+    tune_wall = sum(tune_walls)
     return {"tune_wall": tune_wall, "plain_wall": sum(plain_walls), "per_trial": (tune_wall - sum(plain_walls)) / len(points),
             "trial_wall": sum(trial_walls), "trial_overhead": (sum(trial_walls) - sum(plain_walls)) / len(points)}
 
@@ -91,7 +108,7 @@ def main() -> None:
     if args.overhead_only:
         print(f"| {args.overhead_trials} trials of {args.overhead_steps or params.sweep.steps} steps: "
               f"**Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s** |")
-        print(f"| Tune's overhead per trial, its experiment start-up included | {overhead['per_trial']:.1f} s |")
+        print(f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |")
         return
     results = {}
     for scheduler in ("asha", "fifo"):
@@ -101,11 +118,11 @@ def main() -> None:
 
     asha, fifo = results["asha"], results["fifo"]
     print("\n| measure | value |\n|---|---|")
-    print(f"| {args.overhead_trials} trials one at a time: Tune sweep wall | {overhead['tune_wall']:.1f} s |")
+    print(f"| {args.overhead_trials} one-trial Tune sweeps: wall | {overhead['tune_wall']:.1f} s |")
     print(f"| the same Train runs outside Tune | {overhead['plain_wall']:.1f} s |")
     print(f"| the same trials from Tune's start to end of each | {overhead['trial_wall']:.1f} s |")
     print(f"| **Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s** |")
-    print(f"| Tune's overhead per trial, its experiment start-up included | {overhead['per_trial']:.1f} s |")
+    print(f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |")
     print(f"| full grid (FIFO): trial-steps, wall | {fifo['trial_steps']}, {fifo['wall']:.0f} s |")
     print(f"| ASHA: trial-steps, wall, stopped early | {asha['trial_steps']}, {asha['wall']:.0f} s, {asha['stopped']} of {asha['trials']} |")
     print(f"| **trial-steps ASHA saved** | **{100 * (1 - asha['trial_steps'] / fifo['trial_steps']):.0f} %** |")
