@@ -10,6 +10,11 @@ speed (steps/s from the first log step after ``--warmup`` steps to the last, med
 ratio of each round and their median, and the time from the stage's start to the training loop running
 on the workers (Ray start-up, worker group, model build).
 
+Each round also runs the ceiling of any 2-process split: two independent 1-thread processes side by side,
+batch B each, with no process group (nothing synchronises them). DDP moves in lock step, so its steps/s
+cannot beat the slower of the two; where they differ (CPUs of unequal speed, as on a shared VM), that bounds
+the ratio whatever Ray or DDP do.
+
     python bench/ray_train.py --steps 400 --rounds 3
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -69,6 +75,20 @@ def local_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> 
     return clock.steps_per_second(warmup)
 
 
+def independent_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> float:
+    """Steps/s of ``fit`` on 1 thread in a process of its own, with no process group (a ceiling run)."""
+    torch.set_num_threads(1)
+    clock = StepClock()
+    fit(cfg, PreparedDataset(prepared), work_dir=work_dir, log=clock)
+    return clock.steps_per_second(warmup)
+
+
+def side_by_side_speeds(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> list[float]:
+    """Steps/s of two independent 1-thread ``fit`` runs started together, each in its own process."""
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        return pool.starmap(independent_speed, [(cfg, prepared, work_dir / str(index), warmup) for index in range(2)])
+
+
 def ray_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> tuple[float, float]:
     """Steps/s of the same loop on 2 Ray workers of 1 CPU, and seconds from the stage's start to their loop."""
     ray_cfg = RayConfig(num_workers=2, cpus_per_worker=1, storage_path=str(work_dir / "ray"))
@@ -101,15 +121,18 @@ def main() -> None:
     cfg_local = dataclasses.replace(base, train=dataclasses.replace(train, batch_size=2 * batch))
     cfg_ray = dataclasses.replace(base, train=dataclasses.replace(train, batch_size=batch))
 
-    local, on_ray, start_up = [], [], []
+    local, on_ray, start_up, pairs = [], [], [], []
     for round_index in range(args.rounds):
         local.append(local_speed(cfg_local, prepared, work / f"local-{round_index}", args.warmup))
         speed, seconds = ray_speed(cfg_ray, prepared, work / f"ray-{round_index}", args.warmup)
         on_ray.append(speed)
         start_up.append(seconds)
+        pairs.append(sorted(side_by_side_speeds(cfg_ray, prepared, work / f"pair-{round_index}", args.warmup)))
         print(f"[bench] round {round_index + 1}: one process {local[-1]:.2f} steps/s, Ray {speed:.2f} steps/s, "
-              f"ratio {speed / local[-1]:.2f}", flush=True)
+              f"ratio {speed / local[-1]:.2f}; two independent processes {pairs[-1][0]:.2f} and {pairs[-1][1]:.2f} "
+              f"steps/s (slower / one process {pairs[-1][0] / local[-1]:.2f})", flush=True)
     ratios = [r / l for r, l in zip(on_ray, local)]
+    ceilings = [slower / l for (slower, _), l in zip(pairs, local)]
 
     print(f"device cpu, {torch.get_num_threads()} threads in this process; model {base.model.name} "
           f"{base.data.resolution} px width {base.model.g_width}; {args.steps} steps (first {args.warmup} untimed), "
@@ -118,6 +141,10 @@ def main() -> None:
     print(f"2 Ray workers × 1 thread, batch {batch}: {statistics.median(on_ray):6.2f} steps/s (median)")
     print(f"ratio (Ray / one process): {statistics.median(ratios):.2f} (median; rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
     print(f"stage start → training loop running on the workers: {statistics.median(start_up):.1f} s (median)")
+    print(f"2 independent processes × 1 thread, batch {batch}, no syncs: slower {statistics.median(p[0] for p in pairs):6.2f}, "
+          f"faster {statistics.median(p[1] for p in pairs):6.2f} steps/s (medians)")
+    print(f"ceiling of lock-step DDP (slower independent process / one process): {statistics.median(ceilings):.2f} "
+          f"(median; rounds: {' '.join(f'{c:.2f}' for c in ceilings)})")
 
 
 if __name__ == "__main__":
