@@ -101,6 +101,17 @@ def step_seed(seed: int, rank: int, world_size: int, step: int) -> int:
     return int(np.random.SeedSequence([seed * world_size + rank, step]).generate_state(1)[0])
 
 
+def seed_step(seed: int, device: torch.device) -> None:
+    """Seed the generators a step draws from: the CPU's, and CUDA's when training there.
+
+    Not ``torch.manual_seed``: it also queues a lazy seeding of every accelerator backend that has not
+    started, recording a stack trace each time (0.2 ms a call in a shallow stack, more inside a Ray worker).
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+
+
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 """cuBLAS workspace setting that makes its kernels deterministic (``CUBLAS_WORKSPACE_CONFIG``, CUDA ≥ 10.2)."""
 
@@ -246,7 +257,7 @@ def fit(
     last_log_step = step
     bar = tqdm(total=train.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main()))
     while step < train.steps:
-        torch.manual_seed(step_seed(train.seed, rank, world, step))
+        seed_step(step_seed(train.seed, rank, world, step), device)
 
         # Update D (n_critic times); the last batch of samples keeps G's graph for G's update.
         for critic_step in range(n_critic):

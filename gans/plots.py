@@ -38,13 +38,19 @@ def _save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
         plt.close(fig)
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, upscale: int = 2) -> Path:
-    """Save images in [-1, 1] ([N, C, H, W]) as one grid PNG, nearest-upscaled so small images stay visible."""
+def grid_image(images: torch.Tensor, nrow: int | None = None, upscale: int = 2) -> torch.Tensor:
+    """Images in [-1, 1] ([N, C, H, W]) as one grid image in [0, 1] ([C, H, W]), nearest-upscaled so small
+    images stay visible; ``nrow`` images a row (default: a square)."""
     images = images.detach().float().cpu()
     if upscale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=upscale, mode="nearest")
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
-    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1.0)
+    return make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, upscale: int = 2) -> Path:
+    """Save images in [-1, 1] ([N, C, H, W]) as one grid PNG (``grid_image``)."""
+    grid = grid_image(images, nrow, upscale)
     return _atomic_png(path, lambda tmp: save_image(grid, tmp))
 
 

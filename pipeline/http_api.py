@@ -31,10 +31,11 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from gans.export import BACKENDS
 from gans.latent import interpolation_latents
+from gans.plots import grid_image
 from pipeline.model_store import POLICIES, ModelStore, ServedVersion, UnknownVersion, Watcher, is_version_name
 
 MODEL_NAME = "generator"
@@ -167,12 +168,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 def png_bytes(images: np.ndarray, nrow: int, upscale: int = 2) -> bytes:
     """Images in [-1, 1] ([N, C, H, W]) as one PNG grid, nearest-upscaled so small faces stay visible."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
-    if upscale > 1:
-        tensor = torch.nn.functional.interpolate(tensor, scale_factor=upscale, mode="nearest")
     buffer = io.BytesIO()
-    save_image(make_grid(tensor, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1.0),
-               buffer, format="png")
+    save_image(grid_image(torch.from_numpy(np.ascontiguousarray(images)), nrow, upscale), buffer, format="png")
     return buffer.getvalue()
 
 
