@@ -67,17 +67,9 @@ def worker(config: dict[str, Any]) -> None:
         Path(config["out"]).write_text(json.dumps({"loop_started": started, "times": clock.times}))
 
 
-def local_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> float:
-    """Steps/s of ``fit`` in this process on 2 threads."""
-    torch.set_num_threads(2)
-    clock = StepClock()
-    fit(cfg, PreparedDataset(prepared), work_dir=work_dir, log=clock)
-    return clock.steps_per_second(warmup)
-
-
-def independent_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> float:
-    """Steps/s of ``fit`` on 1 thread in a process of its own, with no process group (a ceiling run)."""
-    torch.set_num_threads(1)
+def local_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int, threads: int = 2) -> float:
+    """Steps/s of ``fit`` in this process on ``threads`` threads, with no process group."""
+    torch.set_num_threads(threads)
     clock = StepClock()
     fit(cfg, PreparedDataset(prepared), work_dir=work_dir, log=clock)
     return clock.steps_per_second(warmup)
@@ -86,7 +78,7 @@ def independent_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: in
 def side_by_side_speeds(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> list[float]:
     """Steps/s of two independent 1-thread ``fit`` runs started together, each in its own process."""
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        return pool.starmap(independent_speed, [(cfg, prepared, work_dir / str(index), warmup) for index in range(2)])
+        return pool.starmap(local_speed, [(cfg, prepared, work_dir / str(index), warmup, 1) for index in range(2)])
 
 
 def ray_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> tuple[float, float]:
