@@ -256,7 +256,7 @@ class EvalConfig:
     """KID subset size (capped at the smaller of the real and generated counts)."""
     grid_size: int = 64
     """Images in the sample grid (taken from the fixed latents)."""
-    fid_draws: int = 5
+    fid_draws: int = 3
     """Draws of ``n_fake`` generated images (seeds seed, seed+1, …) the selected generator is scored on: ``fid_std``."""
     standing_stats: bool = True
     """Recompute the generators' BatchNorm statistics from their own samples before scoring and export."""

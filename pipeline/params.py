@@ -89,7 +89,7 @@ class SweepConfig:
     """grid: every combination; random: ``num_samples`` draws (ratios log-uniform in [min, max] of the list)."""
     num_samples: int = 8
     """random search: trials drawn."""
-    ttur_ratios: tuple[float, ...] = (1.0, 2.0, 4.0)
+    ttur_ratios: tuple[float, ...] = (1.0, 4.0)
     """lr_d / lr_g values (random search: the range's ends)."""
     losses: tuple[str, ...] = ("bce", "hinge")
     """Losses to try (bce, hinge, wgan-gp, lsgan)."""
