@@ -86,7 +86,7 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
                     trial_walls.append(trial_wall)
                     tune_walls.append(tune_wall)
             print(f"[bench] {sweep_stage.label(point)}: outside Tune {plain_walls[-1]:.1f} s, as a trial {trial_walls[-1]:.1f} s "
-                  f"(+{trial_walls[-1] - plain_walls[-1]:.1f}), its sweep {tune_walls[-1]:.1f} s", flush=True)
+                  f"({trial_walls[-1] - plain_walls[-1]:+.1f}), its sweep {tune_walls[-1]:.1f} s", flush=True)
     tune_wall = sum(tune_walls)
     return {"tune_wall": tune_wall, "plain_wall": sum(plain_walls), "per_trial": (tune_wall - sum(plain_walls)) / len(points),
             "trial_wall": sum(trial_walls), "trial_overhead": (sum(trial_walls) - sum(plain_walls)) / len(points)}
