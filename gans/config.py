@@ -16,7 +16,7 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from gans.errors import UserError
 
@@ -42,6 +42,14 @@ def require_non_negative(config, section: str, *keys: str) -> None:
     for key in keys:
         value = getattr(config, key)
         _require(value >= 0, f"{section}.{key}={value} must be non-negative.")
+
+
+def require_auto_or_bool(config, section: str, *keys: str) -> None:
+    """Each named field of ``config`` must be true, false or "auto"."""
+    for key in keys:
+        value = getattr(config, key)
+        _require(isinstance(value, bool) or value == "auto",
+                 f"{section}.{key}={value!r} is not valid; allowed values: true, false, auto.")
 
 
 def require_registered(registry, value: str, key: str) -> None:
@@ -197,7 +205,8 @@ class TrainConfig:
     steps: int = 3000
     """Number of generator updates."""
     batch_size: int = 16
-    """Images per worker per update (the global batch is batch_size × world_size)."""
+    """Images per update over all workers (the global batch); each of W workers takes batch_size / W of it, so
+    a run trains the same way at any worker count."""
     n_critic: Optional[int] = None
     """Discriminator updates per generator update (None: 5 for wgan-gp, 1 otherwise)."""
     ema_decay: float = 0.995
@@ -210,10 +219,13 @@ class TrainConfig:
     """Number of fixed evaluation latents (sample grids), stored with the checkpoint."""
     resume: bool = False
     """Continue from the latest checkpoint of the run instead of starting fresh."""
-    amp: bool = True
-    """Mixed precision: bfloat16 autocast on the CPU; float16 autocast with one GradScaler per network on CUDA."""
-    channels_last: bool = True
-    """Channels-last memory format for the models and image batches (NHWC convolutions, CPU and CUDA)."""
+    amp: Union[bool, str] = "auto"
+    """Mixed precision (autocast): true, false, or auto — decided on the machine (``gans.precision``): on the CPU
+    bfloat16 when a short calibration measures it faster (never where the CPU has no native bf16), on CUDA
+    bfloat16 where the GPU has it natively, else float16 with one GradScaler per network."""
+    channels_last: Union[bool, str] = "auto"
+    """Channels-last memory format for the models and image batches (NHWC convolutions): true, false, or auto
+    (on the CPU the calibration's choice, on CUDA on)."""
     fid_every: int = 500
     """Score G_ema's FID (fast extractor) every this many steps, which are also log steps (0: never).
 
@@ -235,6 +247,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")
+        require_auto_or_bool(self, "train", "amp", "channels_last")
         require_non_negative(self, "train", "fid_every")
         _require(self.fid_samples >= 2, f"train.fid_samples={self.fid_samples} must be at least 2 (FID needs a covariance).")
         _require(self.n_critic is None or self.n_critic > 0, f"train.n_critic={self.n_critic} must be positive or null.")
@@ -353,10 +366,18 @@ def section_from_mapping(cls: type, values: Optional[Mapping[str, Any]], section
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a field's type hint; YAML lists become tuples, ints become floats."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
+    if origin is typing.Union:  # Optional[X], or a choice of types (Union[bool, str]: true, false or "auto")
+        if value is None and type(None) in args:
             return None
-        return _coerce(value, next(a for a in args if a is not type(None)), key)
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _coerce(value, options[0], key)
+        for option in options:
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+        return value  # fits none: the dataclass's own check names the allowed values
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list of any length
         _require(isinstance(value, (list, tuple)), f"{key}={value!r} must be a list.")
         return tuple(_coerce(v, args[0], key) for v in value)

@@ -24,6 +24,7 @@ on every rank after a last report with ``diverged: 1``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -36,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from gans import checkpoint, dist
+from gans import precision as precision_choice
 from gans.augment import Augment, check_augment_config
 from gans.diagnosis import DIAGNOSES, check_stop_on, diagnose
 from gans.config import ConfigError, GANConfig
@@ -44,7 +46,7 @@ from gans.errors import UserError
 from gans.ema import copy_buffers, make_ema, update_ema
 from gans.losses import build_loss, check_loss_config
 from gans.models import build_models, check_model_config
-from gans.step import Precision, discriminator_step, generate, generator_step, make_optimizers
+from gans.step import Precision, discriminator_step, generate, generator_step, make_optimizers, timing_step
 
 class TrainingStopped(UserError):
     """A failure mode in ``train.stop_on`` ended the run (a sweep trial fails with this)."""
@@ -130,6 +132,35 @@ def make_deterministic() -> None:
     torch.use_deterministic_algorithms(True)
 
 
+def worker_batch(batch_size: int, world_size: int) -> int:
+    """Each worker's share of the global ``train.batch_size``; ``ConfigError`` when it does not split evenly."""
+    if batch_size % world_size:
+        raise ConfigError(f"train.batch_size={batch_size} is the global batch and must split evenly over the "
+                          f"{world_size} workers; make it a multiple of {world_size}.")
+    return batch_size // world_size
+
+
+def choose_precision(cfg: GANConfig, device: torch.device, batch: int, resume: Optional[dict[str, Any]] = None
+                     ) -> precision_choice.Decision:
+    """The run's precision and layout (``gans.precision.decide``), timed on ``batch``-image steps of its own models.
+
+    A resumed run on the same machine keeps the decision it started with, so it continues bit-identically.
+    """
+    saved = (resume or {}).get("precision")
+    if saved and saved["machine"] == precision_choice.machine(device) and not (
+            isinstance(cfg.train.amp, bool) and cfg.train.amp != saved["amp"]
+            or isinstance(cfg.train.channels_last, bool) and cfg.train.channels_last != saved["channels_last"]):
+        return precision_choice.Decision(**{**saved, "how": "resumed"})
+    shapes = {"model": dataclasses.asdict(cfg.model), "image_shape": cfg.image_shape, "batch": batch,
+              "loss": cfg.loss.name, "n_critic": cfg.n_critic, "r1": cfg.loss.r1_weight > 0,
+              "augment": list(cfg.augment.policy)}
+
+    def steps_of(options: list[precision_choice.Candidate]) -> dict[precision_choice.Candidate, Callable[[], None]]:
+        return {option: timing_step(cfg, device, batch, option.amp, option.channels_last) for option in options}
+
+    return precision_choice.decide(cfg.train.amp, cfg.train.channels_last, device, steps_of, shapes)
+
+
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
 
@@ -163,11 +194,16 @@ def fit(
     if dataset.image_shape != cfg.image_shape:
         raise ConfigError(f"The dataset holds images {dataset.image_shape} but the config asks for {cfg.image_shape}; rerun prepare.")
 
+    batch = worker_batch(train.batch_size, world)
+    decision = dist.gather(choose_precision(cfg, device, batch, resume) if dist.is_main() else None)[0]  # rank 0's
+    if dist.is_main():
+        tqdm.write(f"[train] {decision.sentence()}")
+
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     G, D = build_models(cfg)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if decision.channels_last else torch.contiguous_format
     G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
-    precision = Precision.create(device, enabled=cfg.train.amp)
+    precision = Precision.of(device, decision)
     G_ema = make_ema(G)
     G_init = cpu_state_dict(G)
     opt_g, opt_d = make_optimizers(cfg, G, D)
@@ -224,6 +260,7 @@ def fit(
             "augment_p": augment.p,
             "diagnosis": [diagnosis.to_dict() for _, diagnosis in sorted(diagnosed.items())],
             "stopped_by": list(stopped_by),
+            "precision": decision.to_dict(),
         }
 
     last_good = full_state()  # what a run stopped by divergence returns: the latest snapshot's state
@@ -252,7 +289,7 @@ def fit(
                 shutil.rmtree(old, ignore_errors=True)
         return ckpt_dir
 
-    n_images, batch, n_critic = len(dataset), train.batch_size, cfg.n_critic
+    n_images, n_critic = len(dataset), cfg.n_critic
     interval: dict[str, list[float]] = defaultdict(list)
     last_log_step = step
     bar = tqdm(total=train.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main()))
@@ -269,6 +306,7 @@ def fit(
                                          augment=augment, r1_weight=cfg.loss.r1_weight)
             for key, value in d_stats.items():
                 interval[key].append(value)
+            interval["worker_batch"].append(real.shape[0])
 
         # Update G.
         g_stats = generator_step(G_train, D, opt_g, loss, fake, precision=precision, augment=augment)
@@ -283,6 +321,7 @@ def fit(
         scored = bool(train.fid_every) and step % train.fid_every == 0
         if step % train.log_every == 0 or step == train.steps or scored:
             metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
+            metrics["global_batch"] = metrics.pop("worker_batch") * world  # real images per D update, all ranks
             interval.clear()
             if augment.ops:  # ADA's controller sees the same rank-averaged E[sign(D(real))] on every rank
                 augment.adapt(metrics["d_real_sign"], (step - last_log_step) * batch * world * n_critic)

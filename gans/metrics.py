@@ -30,6 +30,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import get_featuresdict_from_dataset
 from tqdm import tqdm
 
+from gans import precision
 from gans.atomic import atomic_file
 from gans.data import to_uint8
 from gans.errors import UserError
@@ -192,9 +193,13 @@ class InceptionFeatures:
       frozen, kept channels-last throughout (``keep_channels_last``) and with its batch norms folded into the
       convolutions (``fold_batch_norms``); small micro-batches (on a CPU, 8 images at a time keep the
       activations in cache). Features within 1e-5 relative of torch-fidelity's.
-    - ``fast``: the same under bfloat16 autocast (float16 on CUDA), batch norms not folded (folded, bf16's
-      rounding of the scaled weights doubles the feature error): for the in-training FID of a sweep, where
-      ranking configurations matters more than the last digit (its FID error is in the README).
+    - ``fast``: the same under bfloat16 autocast (float16 on CUDA without native bf16), batch norms not folded
+      (folded, bf16's rounding of the scaled weights doubles the feature error), where that is faster: on a CPU
+      only when it has native bf16 and a timing of both graphs (``gans.precision.decide``, cached per machine)
+      finds bf16 faster. Otherwise ``fast`` is the ``exact`` graph, so it is never slower than ``exact``.
+      For the in-training FID of a sweep, where ranking configurations matters more than the last digit.
+
+    ``decision`` (a ``gans.precision.Decision``) says which graph runs and why.
     """
 
     MICRO_BATCH = 8
@@ -203,14 +208,33 @@ class InceptionFeatures:
         if mode not in MODES:
             raise MetricsError(f"FID extractor mode {mode!r} is not valid; allowed values: {', '.join(MODES)}.")
         self.device, self.mode = torch.device(device), mode
+        self.decision = precision.decide(precision.AUTO if mode == "fast" else False, True, self.device,
+                                         self._timing_steps, {"extractor": "inception-tf2015", "micro_batch": self.MICRO_BATCH})
+        self.autocast_dtype = getattr(torch, self.decision.dtype) if self.decision.amp else None
+        self.net = self._load(fold=not self.decision.amp)
+
+    def _load(self, fold: bool) -> torch.jit.ScriptModule:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-            net = torch.jit.load(str(inception_weights_path()), map_location=self.device).eval()
-            self.net = torch.jit.freeze(net)
-        keep_channels_last(self.net.graph)
-        if mode == "exact":
-            fold_batch_norms(self.net.graph)
-        self.autocast_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+            net = torch.jit.freeze(torch.jit.load(str(inception_weights_path()), map_location=self.device).eval())
+        keep_channels_last(net.graph)
+        if fold:
+            fold_batch_norms(net.graph)
+        return net
+
+    def _timing_steps(self, options: list[precision.Candidate]) -> dict[precision.Candidate, Any]:
+        """One micro-batch through the exact graph (fp32) or the unfolded one under bf16 autocast, per candidate."""
+        x = torch.rand(self.MICRO_BATCH, 3, self.SIZE, self.SIZE, device=self.device).contiguous(memory_format=torch.channels_last)
+
+        def forward(net: torch.jit.ScriptModule, amp: bool):
+            def step() -> None:
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                    net(x)
+            return step
+
+        return {option: forward(self._load(fold=not option.amp), option.amp) for option in options}
+
+    SIZE = 299
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [N, C, H, W] (C = 1 or 3) → float32 features [N, 2048] on the CPU."""
@@ -222,7 +246,8 @@ class InceptionFeatures:
         x = torch.einsum("oh,nchw,pw->ncop", rows, x, cols)  # [N, C, 299, 299]
         x = _rgb((x - 128) / 128).contiguous(memory_format=torch.channels_last)  # as the TF graph scales
         micro = self.MICRO_BATCH if self.device.type == "cpu" else x.shape[0]
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.mode == "fast"):
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                             enabled=self.autocast_dtype is not None):
             return torch.cat([self.net(part).float().cpu() for part in x.split(micro)])
 
 

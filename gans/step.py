@@ -16,36 +16,43 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
-from gans.losses import gradient_penalty, r1_penalty
+from gans.augment import Augment
+from gans.losses import build_loss, gradient_penalty, r1_penalty
+from gans.models import build_models
 
 
 @dataclass
 class Precision:
     """Mixed precision for one device: autocast plus a GradScaler per network (all no-ops when disabled).
 
-    On CUDA: float16 autocast with loss scaling. On the CPU: bfloat16 autocast, which keeps float32's
-    exponent range, so no loss scaling is needed (the scalers stay disabled).
+    bfloat16 keeps float32's exponent range, so it needs no loss scaling; float16 (CUDA without native
+    bf16) gets a GradScaler per network. ``gans.precision`` decides whether and which (``Decision``).
     """
 
     enabled: bool
     device_type: str
+    dtype: torch.dtype
     scaler_d: torch.amp.GradScaler
     scaler_g: torch.amp.GradScaler
 
     @classmethod
-    def create(cls, device: torch.device, enabled: bool) -> "Precision":
-        scaled = enabled and device.type == "cuda"
+    def create(cls, device: torch.device, enabled: bool, dtype: Optional[torch.dtype] = None) -> "Precision":
+        """``dtype`` defaults to bfloat16 on the CPU and float16 on CUDA."""
+        device = torch.device(device)
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
+        scaled = enabled and dtype == torch.float16
         return cls(
             enabled,
             device.type,
+            dtype,
             torch.amp.GradScaler(device.type, enabled=scaled),
             torch.amp.GradScaler(device.type, enabled=scaled),
         )
 
-    @property
-    def dtype(self) -> torch.dtype:
-        """The autocast dtype: float16 on CUDA, bfloat16 elsewhere."""
-        return torch.float16 if self.device_type == "cuda" else torch.bfloat16
+    @classmethod
+    def of(cls, device: torch.device, decision) -> "Precision":
+        """The precision a ``gans.precision.Decision`` names."""
+        return cls.create(device, decision.amp, getattr(torch, decision.dtype) if decision.amp else None)
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
@@ -173,3 +180,33 @@ def generate(G: nn.Module, z: torch.Tensor, precision: Precision = FULL_PRECISIO
     """G(z) under the step's precision; with ``grad`` the graph is kept for ``generator_step``."""
     with torch.set_grad_enabled(grad), precision.autocast():
         return G(z)
+
+
+def timing_step(cfg, device: torch.device, batch: int, amp: bool, channels_last: bool, dtype: Optional[torch.dtype] = None
+                ) -> Callable[[], None]:
+    """One training step of ``cfg``'s models, loss and augmentation (``n_critic`` D updates, one G update) on
+    fresh models and a random batch, as a zero-argument function: what ``gans.precision`` and ``bench/step.py`` time.
+
+    Builds its models under a forked RNG, so the caller's random stream is left as it was.
+    """
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    with torch.random.fork_rng(devices=[]):
+        G, D = (net.to(device, memory_format=memory_format) for net in build_models(cfg))
+        real = (torch.rand(batch, *cfg.image_shape, device=device) * 2 - 1).contiguous(memory_format=memory_format)
+    opt_g, opt_d = make_optimizers(cfg, G, D)
+    loss, augment = build_loss(cfg.loss), Augment.create(cfg.augment)
+    precision = Precision.create(device, amp, dtype)
+    z_dim, n_critic, r1_weight = cfg.model.z_dim, cfg.n_critic, cfg.loss.r1_weight
+
+    def step() -> None:
+        for critic_step in range(n_critic):
+            last = critic_step == n_critic - 1
+            fake = generate(G, torch.randn(batch, z_dim, device=device), precision, grad=last)
+            discriminator_step(D, opt_d, loss, real, fake, D_plain=D, precision=precision, augment=augment,
+                               r1_weight=r1_weight)
+        generator_step(G, D, opt_g, loss, fake, precision=precision, augment=augment)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return step

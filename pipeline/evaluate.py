@@ -99,6 +99,8 @@ def evaluate(params: Params) -> dict[str, Any]:
             "n_fake": cfg.n_fake,
             "extractor": EXTRACTOR,
             "extractor_mode": extractor.mode,
+            "extractor_precision": extractor.decision.to_dict(),
+            "training_precision": state.get("precision"),
             "seed": cfg.seed,
             "resolution": trained.data.resolution,
             "kid_subsets": cfg.kid_subsets,

@@ -50,6 +50,7 @@ def main() -> None:
             "lr_g": cfg.optim.lr_g,
             "lr_d": cfg.optim.lr_d,
             "sweep_trial": run_info.get("sweep_trial") or None,
+            "training_precision": state.get("precision"),
         },
     )
     signature = json.loads((target / SIGNATURE_FILE).read_text())

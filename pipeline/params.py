@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -49,16 +49,21 @@ class PathsConfig:
     """FID curves per trial and the best-FID heat map (PNG), and the curves as CSV for ``dvc plots``."""
 
 
+AUTO_WORKERS = "auto"
+
+
 @dataclass(frozen=True)
 class RayConfig:
     address: Optional[str] = None
     """Ray cluster to join ("auto", "ray://host:10001", "127.0.0.1:6379"); null starts Ray locally."""
-    num_workers: int = 2
-    """Training workers (DDP processes)."""
+    num_workers: Union[int, str] = "auto"
+    """Training workers (DDP processes), or auto: one worker with every CPU of a local Ray (one process with all
+    threads trains faster than DDP between processes of one machine); on a cluster (``address`` set) one per GPU
+    (``use_gpu``) or one per ``cpus_per_worker`` CPUs. ``train.batch_size`` is the global batch either way."""
     use_gpu: bool = False
     """One GPU per worker (DDP over NCCL) instead of CPUs (gloo)."""
     cpus_per_worker: float = 1.0
-    """CPUs reserved by each worker."""
+    """CPUs reserved by each worker, and its torch threads (with ``num_workers: auto`` on a local Ray: all CPUs)."""
     storage_path: str = "runs/ray"
     """Where Ray Train persists checkpoints: a local path (relative to the repo) or a URI such as s3://bucket/runs."""
     max_failures: int = 0
@@ -67,7 +72,9 @@ class RayConfig:
     """PACK, SPREAD or STRICT_SPREAD (one worker per node)."""
 
     def __post_init__(self) -> None:
-        require_positive(self, "ray", "num_workers", "cpus_per_worker")
+        require_positive(self, "ray", "cpus_per_worker")
+        if self.num_workers != AUTO_WORKERS and not (isinstance(self.num_workers, int) and self.num_workers > 0):
+            raise ConfigError(f"ray.num_workers={self.num_workers!r} must be a positive integer or auto.")
         if self.max_failures < -1:
             raise ConfigError(f"ray.max_failures={self.max_failures} must be -1 (forever) or a non-negative integer.")
         allowed = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

@@ -40,12 +40,14 @@ def run(params: Params) -> Path:
         kept = " It keeps the weights of the last good snapshot." if "divergence" in metrics["stopped_by"] else ""
         print(f"[train] {message}{kept}", flush=True)
     replicas = list(metrics.get("replica_fingerprints", []))
+    decision = checkpoint.load(target).get("precision")
     write_json(Path(params.paths.train) / TRAIN_RUN_FILE, {
         "config": params.gan.to_dict(),
         "from_sweep": list(params.from_sweep),
         "sweep_trial": sweep_winner(params),
         "ray": dataclasses.asdict(params.ray),
         "workers": len(replicas),
+        "precision": decision,
         "replica_fingerprints": replicas,
     })
     print(f"[train] final checkpoint → {target}", flush=True)

@@ -78,7 +78,7 @@ def test_the_torch_backend_is_nccl_on_gpus_and_gloo_on_cpus_explicitly():
     from pipeline.ray_runtime import training
 
     for use_gpu, backend in ((True, "nccl"), (False, "gloo")):
-        trainer = training.make_trainer(lambda config: None, {}, RayConfig(use_gpu=use_gpu))  # builds, starts nothing
+        trainer = training.make_trainer(lambda config: None, {}, RayConfig(num_workers=2, use_gpu=use_gpu))  # builds, starts nothing
         assert training.torch_backend(RayConfig(use_gpu=use_gpu)) == trainer.backend_config.backend == backend
 
 

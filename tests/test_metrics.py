@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gans import metrics
+from gans import metrics, precision
 from gans.config import DataConfig
 from gans.prepare.stream import prepare_images
 
@@ -35,13 +35,39 @@ def _relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+@pytest.fixture(scope="module")
+def fast_extractor():
+    return metrics.make_extractor(mode="fast")
+
+
 @pytest.mark.parametrize("channels, side", [(1, 32), (3, 16), (3, 64)])
-def test_exact_features_are_torch_fidelitys_and_fast_ones_close(extractor, channels, side):
+def test_exact_features_are_torch_fidelitys_and_fast_ones_exact_or_close(extractor, fast_extractor, channels, side):
     images = torch.from_numpy(np.random.default_rng(side).integers(0, 256, (6, channels, side, side), dtype=np.uint8))
     reference = metrics.features_via_torch_fidelity(images, batch_size=4)
-    assert _relative(metrics.features_of_images(images, extractor, batch_size=4, verbose=False), reference) < 1e-5
-    fast = metrics.features_of_images(images, metrics.make_extractor(mode="fast"), batch_size=4, verbose=False)
-    assert 1e-5 < _relative_l2(fast, reference) < 0.05  # bf16: visibly not exact, still close
+    exact = metrics.features_of_images(images, extractor, batch_size=4, verbose=False)
+    assert _relative(exact, reference) < 1e-5
+    fast = metrics.features_of_images(images, fast_extractor, batch_size=4, verbose=False)
+    if fast_extractor.decision.amp:  # bf16 measured faster here: visibly not exact, still close
+        assert 1e-5 < _relative_l2(fast, reference) < 0.05
+    else:  # no native bf16 (or bf16 measured slower): fast is the exact graph
+        assert torch.equal(fast, exact)
+
+
+def test_fast_runs_bf16_where_it_is_measured_faster_and_the_exact_graph_elsewhere(monkeypatch, tmp_path):
+    """The extractor follows gans.precision's decision: bf16 autocast on the unfolded graph when bf16 wins the timing."""
+    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
+    reference = metrics.features_via_torch_fidelity(images, batch_size=2)
+    for bf16_wins in (True, False):
+        monkeypatch.setattr(precision, "time_candidates", lambda steps, budget_s=0: {
+            candidate: [1.0 if candidate.amp == bf16_wins else 2.0] for candidate in steps})
+        fast = metrics.make_extractor(mode="fast")
+        assert (fast.decision.amp, fast.decision.how, fast.autocast_dtype) == (
+            bf16_wins, "measured", torch.bfloat16 if bf16_wins else None)
+        error = _relative_l2(metrics.features_of_images(images, fast, batch_size=2, verbose=False), reference)
+        assert (1e-5 < error < 0.05) if bf16_wins else error < 1e-5
+        (tmp_path / precision.CACHE_FILE).unlink()
 
 
 def test_resize_matrices_are_torch_fidelitys_resize():

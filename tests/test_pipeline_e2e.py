@@ -97,7 +97,12 @@ def test_repro_produces_every_stage_output(repo):
     assert (root / "dvclive/train/plots/metrics/g_loss.tsv").read_text().count("\n") == 1 + 40 // 10
 
     run = json.loads((root / "artifacts/train/run.json").read_text())
-    assert run["workers"] == 2 and len(set(run["replica_fingerprints"])) == 1
+    assert run["workers"] == 1 and len(set(run["replica_fingerprints"])) == 1  # ray.num_workers: auto on local Ray
+    # The precision and layout chosen on this machine are printed and recorded wherever the numbers go.
+    decision = run["precision"]
+    assert decision["how"] in ("measured", "cached") and decision["machine"] and decision["dtype"] in ("float32", "bfloat16")
+    assert "[train] precision " in log
+    assert metrics["meta"]["training_precision"] == decision and metrics["meta"]["extractor_precision"]["amp"] is False
 
     version = (root / "models/generator/LATEST").read_text().strip()
     model, signature = load_exported(root / "models/generator" / version)
@@ -112,6 +117,7 @@ def test_repro_produces_every_stage_output(repo):
     assert signature["fid"] == metrics["fid"] and signature["step"] == metrics["selected"]["step"]
     assert signature["standing_stats"] == metrics["selected"]["standing_stats"]  # exported with what was scored
     assert signature["weights"] == metrics["selected"]["weights"] in ("G_ema", "best")
+    assert signature["training_precision"] == decision
     with torch.no_grad():
         images = model(torch.randn(3, 16))
     assert images.shape == (3, 1, 32, 32) and images.min() >= -1 and images.max() <= 1

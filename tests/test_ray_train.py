@@ -50,6 +50,17 @@ def test_two_worker_ddp_run_keeps_replicas_identical(tmp_path, tiny_dataset, mod
     assert [row.split("\t")[0] for row in rows] == ["step", "3", "6"]
 
 
+def test_the_global_batch_is_the_same_on_one_and_on_two_workers(tmp_path, tiny_dataset):
+    """train.batch_size is the global batch: 1 worker takes all 8 images per D update, 2 workers 4 each."""
+    runs = {workers: _run(stage_params(tmp_path / str(workers), tiny_dataset, workers=workers, train={"batch_size": 8}))
+            for workers in (1, 2)}
+    for workers, state in runs.items():
+        assert state["world_size"] == workers
+        assert [row["global_batch"] for row in state["history"]] == [8.0, 8.0]  # real images counted on every rank
+    run_info = json.loads((tmp_path / "2" / "train" / "run.json").read_text())
+    assert run_info["workers"] == 2 and run_info["precision"] == runs[2]["precision"]
+
+
 def test_train_stage_resumes_a_run_through_ray_checkpoints(tmp_path, tiny_dataset):
     """4 steps, then `train.resume: true` to 8 steps == 8 steps straight (bit-identical generator)."""
     straight = _run(stage_params(tmp_path / "a", tiny_dataset, train={"steps": 8}))

@@ -7,6 +7,7 @@ checkpoint manager's state, from which it restores a run of the same name); only
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -16,7 +17,7 @@ from typing import Any, Iterator, Optional
 import pyarrow.fs
 import ray
 
-from pipeline.params import RayConfig
+from pipeline.params import AUTO_WORKERS, RayConfig
 
 RUN_NAME = "train"
 
@@ -66,12 +67,30 @@ def init_ray(address: Optional[str], num_cpus: Optional[int] = None, dashboard: 
 @contextlib.contextmanager
 def ray_session(ray_cfg: RayConfig, dashboard: bool = False) -> Iterator[None]:
     """Ray for one stage: the cluster at ``ray.address``, or a local instance big enough for the workers."""
-    num_cpus = max(os.cpu_count() or 1, math.ceil(ray_cfg.num_workers * ray_cfg.cpus_per_worker))
+    wanted = 0 if ray_cfg.num_workers == AUTO_WORKERS else math.ceil(ray_cfg.num_workers * ray_cfg.cpus_per_worker)
+    num_cpus = max(os.cpu_count() or 1, wanted)
     init_ray(ray_cfg.address, num_cpus, dashboard)  # num_cpus sizes a local instance; a cluster has its own
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def concrete_workers(ray_cfg: RayConfig) -> RayConfig:
+    """``ray_cfg`` with ``num_workers: auto`` resolved on the Ray this process is connected to.
+
+    A local Ray: one worker holding every CPU (or one per GPU with ``use_gpu``). A cluster: one worker per
+    GPU (``use_gpu``), else one per ``cpus_per_worker`` CPUs.
+    """
+    if ray_cfg.num_workers != AUTO_WORKERS:
+        return ray_cfg
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", os.cpu_count() or 1)), int(resources.get("GPU", 0))
+    if ray_cfg.use_gpu:
+        return dataclasses.replace(ray_cfg, num_workers=max(1, gpus))
+    if ray_cfg.address is None:
+        return dataclasses.replace(ray_cfg, num_workers=1, cpus_per_worker=max(1.0, cpus))
+    return dataclasses.replace(ray_cfg, num_workers=max(1, int(cpus // ray_cfg.cpus_per_worker)))
 
 
 def storage_uri(storage_path: str) -> str:

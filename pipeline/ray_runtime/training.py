@@ -32,7 +32,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from gans.atomic import atomic_file
 from gans.errors import UserError
 from pipeline.params import RayConfig
-from pipeline.ray_runtime.cluster import RUN_NAME, clear_run, ray_session, storage_uri
+from pipeline.ray_runtime.cluster import RUN_NAME, clear_run, concrete_workers, ray_session, storage_uri
 
 TUNE_RUN = "tune"
 """Name of the Tune experiment under a sweep's storage (its trials' Train runs sit beside it, ``trial-<id>``)."""
@@ -93,6 +93,7 @@ def make_trainer(
     Inside a Tune trial (``report_to_tune``) rank 0's reports become the trial's results. The backend is
     set explicitly (``torch_backend``), not left to Ray's default.
     """
+    ray_cfg = concrete_workers(ray_cfg) if ray.is_initialized() else ray_cfg
     return TorchTrainer(
         train_fn,
         train_loop_config={**loop_config, "threads": max(1, int(ray_cfg.cpus_per_worker))},
@@ -352,6 +353,9 @@ def train(
     with ray_session(ray_cfg):
         if not resume:
             clear_run(ray_cfg.storage_path)
+        ray_cfg = concrete_workers(ray_cfg)
+        print(f"[train] {ray_cfg.num_workers} worker{'s' if ray_cfg.num_workers > 1 else ''} × "
+              f"{'1 GPU' if ray_cfg.use_gpu else f'{ray_cfg.cpus_per_worker:g} CPUs'}", flush=True)
         try:
             result = make_trainer(train_fn, loop_config, ray_cfg).fit()
         except ray.train.WorkerGroupError as error:

@@ -1,0 +1,281 @@
+"""Precision and memory layout of the training step, chosen on the machine at hand.
+
+Whether bfloat16 autocast or channels-last convolutions pay off depends on the processor: with native
+bf16 (AVX512-BF16, AMX) bf16 trains about twice as fast as float32; without it the CPU emulates bf16 and
+trains an order of magnitude slower. So ``train.amp`` and ``train.channels_last`` default to ``auto``:
+
+- forced values (``true``/``false``) always win;
+- on CUDA, ``auto`` is autocast (bfloat16 where the GPU has it natively, else float16 with loss scaling)
+  and channels-last;
+- on the CPU, ``auto`` times a few D+G steps of each candidate at the run's own shapes, interleaved
+  (``calibrate``), and takes the fastest (``choose``). A candidate that cannot win is not tried: no bf16
+  where the CPU reports no native bf16 (``native_bf16``). The measured times are cached per CPU model,
+  torch version, threads and shapes (``cache_dir``), so the same machine makes the same choice and a
+  sweep calibrates once.
+
+The decision travels as a ``Decision``: its ``sentence()`` is printed, its ``to_dict()`` is stored with
+the checkpoint and in the stages' records, so metrics that differ across machines show why.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Union
+
+import torch
+
+from gans.atomic import atomic_file
+
+Setting = Union[bool, str]
+"""A ``train.amp`` / ``train.channels_last`` value: true, false or "auto"."""
+
+AUTO = "auto"
+CACHE_ENV = "GAN_PIPELINE_CACHE"
+"""Environment variable naming the cache directory (default ``~/.cache/gan-pipeline``)."""
+CACHE_FILE = "precision.json"
+BUDGET_S = 1.0
+"""Seconds a calibration may spend timing candidates (after one warm-up step each)."""
+MIN_ROUNDS, MAX_ROUNDS = 3, 25
+DROP_SLOWER_THAN = 2.0
+"""A candidate slower than this factor × the fastest after the first round is timed no further."""
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One way to run the step: bf16 autocast or not, channels-last or not."""
+
+    amp: bool
+    channels_last: bool
+
+    @property
+    def name(self) -> str:
+        return f"{'bf16' if self.amp else 'fp32'}{' + channels_last' if self.channels_last else ''}"
+
+
+BASELINE = Candidate(amp=False, channels_last=False)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The precision and layout a run uses, how they were decided, and the speeds that decided them."""
+
+    amp: bool
+    channels_last: bool
+    dtype: str
+    """"float32", or the autocast dtype ("bfloat16", "float16")."""
+    how: str
+    """"forced", "measured", "cached" (the same machine measured it before), "only candidate" or "cuda"."""
+    machine: str
+    """CPU model and torch's CPU capability (or the GPU's name), and the torch version."""
+    speed: dict[str, float] = field(default_factory=dict)
+    """Each timed candidate's speed relative to fp32 contiguous (> 1: faster)."""
+    skipped: str = ""
+    """Why bf16 was not tried (e.g. "no native bf16"), or empty."""
+
+    def sentence(self) -> str:
+        """One line: the choice and the ratios behind it, e.g. ``precision fp32, channels_last on
+        (fp32 + channels_last ×1.09 against fp32; bf16 not tried: no native bf16; on AMD EPYC, AVX2, torch 2.14.1)``."""
+        precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
+        names = list(self.speed)
+        evidence = [f"{name} ×{self.speed[name]:.2f} against {names[0]}" for name in names[1:]]
+        if self.skipped:
+            evidence.append(f"bf16 not tried: {self.skipped}")
+        if self.how != "measured":
+            evidence.append(self.how)
+        return (f"precision {precision}, channels_last {'on' if self.channels_last else 'off'} "
+                f"({'; '.join(evidence)}; on {self.machine})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The machine.
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> Optional[frozenset[str]]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, Arm ``Features``); None where unreadable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return None
+
+
+def native_bf16(flags: Optional[Iterable[str]] = None) -> Optional[bool]:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16, AMX-BF16, Arm BF16); None when unknown.
+
+    Unknown (no /proc/cpuinfo, e.g. macOS) keeps bf16 a candidate: the calibration then measures it.
+    """
+    flags = _cpu_flags() if flags is None else frozenset(flags)
+    if flags is None:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine(device: torch.device) -> str:
+    """What decides speed on ``device``: the CPU model and torch's vector capability, or the GPU's name."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The choice.
+
+
+def candidates(amp: Setting, channels_last: Setting, bf16_native: Optional[bool]) -> list[Candidate]:
+    """The CPU candidates a setting allows; bf16 is tried under ``auto`` unless the CPU surely lacks it."""
+    amps = [amp] if amp != AUTO else ([False] if bf16_native is False else [False, True])
+    layouts = [channels_last] if channels_last != AUTO else [False, True]
+    return [Candidate(a, c) for a in amps for c in layouts]
+
+
+def choose(times: dict[Candidate, list[float]]) -> Candidate:
+    """The candidate with the lowest median time per step (ties: the first in ``times``' order)."""
+    medians = {candidate: statistics.median(samples) for candidate, samples in times.items() if samples}
+    return min(medians, key=lambda candidate: medians[candidate])
+
+
+def relative_speeds(times: dict[Candidate, list[float]]) -> dict[str, float]:
+    """Each candidate's speed relative to the reference, which comes first: fp32 contiguous when it was
+    timed, else the first candidate (> 1: faster)."""
+    medians = {candidate: statistics.median(samples) for candidate, samples in times.items() if samples}
+    reference = BASELINE if BASELINE in medians else next(iter(medians))
+    order = [reference] + [candidate for candidate in medians if candidate != reference]
+    return {candidate.name: medians[reference] / medians[candidate] for candidate in order}
+
+
+def time_candidates(steps: dict[Candidate, Callable[[], None]], budget_s: float = BUDGET_S,
+                    clock: Callable[[], float] = time.perf_counter) -> dict[Candidate, list[float]]:
+    """Seconds per step of each candidate: one warm-up step each, then interleaved rounds of one step each.
+
+    Rounds go on until ``budget_s`` is spent (at least ``MIN_ROUNDS``, at most ``MAX_ROUNDS``); a candidate
+    more than ``DROP_SLOWER_THAN`` × slower than the fastest after the first round is timed no further.
+    """
+    for step in steps.values():  # allocator, oneDNN primitive caches
+        step()
+    times: dict[Candidate, list[float]] = {candidate: [] for candidate in steps}
+    start = clock()
+    for round_ in range(MAX_ROUNDS):
+        if round_ >= MIN_ROUNDS and clock() - start >= budget_s:
+            break
+        for candidate, step in steps.items():
+            if round_ > 0 and times[candidate][-1] > DROP_SLOWER_THAN * min(t[-1] for t in times.values()):
+                continue
+            began = clock()
+            step()
+            times[candidate].append(clock() - began)
+    return times
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The cache.
+
+
+def cache_dir() -> Path:
+    """``$GAN_PIPELINE_CACHE``, else ``$XDG_CACHE_HOME/gan-pipeline``, else ``~/.cache/gan-pipeline``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-pipeline"
+
+
+def cache_key(device: torch.device, shapes: dict[str, Any]) -> str:
+    """A digest of what the timings depend on: the machine, torch's threads and the step's shapes."""
+    what = {"machine": machine(device), "threads": torch.get_num_threads(), **shapes}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def read_cached(key: str) -> Optional[dict[Candidate, list[float]]]:
+    """The timings stored under ``key``, or None (no cache, no entry, or an unreadable file)."""
+    try:
+        entry = json.loads((cache_dir() / CACHE_FILE).read_text())[key]
+        return {Candidate(bool(amp), bool(layout)): list(samples) for amp, layout, samples in entry["times"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_cached(key: str, times: dict[Candidate, list[float]], description: str) -> None:
+    """Store ``times`` under ``key`` (atomically; a cache that cannot be written is only skipped)."""
+    path = cache_dir() / CACHE_FILE
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries[key] = {"what": description,
+                    "times": [[c.amp, c.channels_last, samples] for c, samples in times.items()]}
+    try:
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(entries, indent=1))
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The decision.
+
+
+def cuda_autocast_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on a GPU that computes it natively (Ampere and later), else float16 (with loss scaling)."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def decide(amp: Setting, channels_last: Setting, device: torch.device,
+           steps_of: Callable[[list[Candidate]], dict[Candidate, Callable[[], None]]],
+           shapes: dict[str, Any], budget_s: float = BUDGET_S) -> Decision:
+    """The ``Decision`` for settings ``amp`` and ``channels_last`` on ``device``.
+
+    ``steps_of(candidates)`` builds one zero-argument training step per candidate (only called when
+    something must be timed); ``shapes`` names what the step's speed depends on, for the cache key.
+    """
+    device = torch.device(device)
+    where = machine(device)
+    if device.type == "cuda":
+        use_amp = amp is True or amp == AUTO
+        layout = channels_last is True or channels_last == AUTO
+        dtype = str(cuda_autocast_dtype(device)).removeprefix("torch.") if use_amp else "float32"
+        forced = amp != AUTO and channels_last != AUTO
+        return Decision(use_amp, layout, dtype, "forced" if forced else "cuda", where)
+
+    bf16_native = native_bf16()
+    skipped = "no native bf16" if amp == AUTO and bf16_native is False else ""
+    options = candidates(amp, channels_last, bf16_native)
+    if len(options) == 1:
+        only = options[0]
+        how = "forced" if amp != AUTO and channels_last != AUTO else "only candidate"
+        return Decision(only.amp, only.channels_last, "bfloat16" if only.amp else "float32", how, where, {}, skipped)
+
+    key = cache_key(device, {**shapes, "candidates": [c.name for c in options]})
+    times, how = read_cached(key), "cached"
+    if times is None or set(times) != set(options):
+        times, how = time_candidates(steps_of(options), budget_s), "measured"
+        write_cached(key, times, f"{where}; threads {torch.get_num_threads()}; {json.dumps(shapes, default=str)}")
+    best = choose(times)
+    return Decision(best.amp, best.channels_last, "bfloat16" if best.amp else "float32", how, where,
+                    relative_speeds(times), skipped)

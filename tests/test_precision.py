@@ -1,0 +1,123 @@
+"""Precision and layout chosen on the machine: the choice, the calibration and its cache, forced values."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from gans import precision
+from gans.loop import choose_precision, fit
+from gans.precision import Candidate
+from tests.conftest import tiny_config
+
+FP32, FP32_CL, BF16, BF16_CL = Candidate(False, False), Candidate(False, True), Candidate(True, False), Candidate(True, True)
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path))
+    return tmp_path / precision.CACHE_FILE
+
+
+def test_choose_takes_the_lowest_median_and_speeds_are_relative_to_fp32():
+    times = {FP32: [1.0, 1.1, 5.0], FP32_CL: [0.9, 0.95, 0.92], BF16: [10.0, 11.0, 12.0], BF16_CL: [0.5, 9.0, 9.5]}
+    assert precision.choose(times) == FP32_CL  # BF16_CL's one fast round does not make its median
+    speeds = precision.relative_speeds(times)
+    assert list(speeds) == ["fp32", "fp32 + channels_last", "bf16", "bf16 + channels_last"]
+    assert speeds["fp32"] == 1.0 and speeds["fp32 + channels_last"] == pytest.approx(1.1 / 0.92)
+    assert speeds["bf16"] == pytest.approx(1.1 / 11.0)
+
+
+def test_bf16_is_a_candidate_unless_the_cpu_surely_lacks_it():
+    assert precision.candidates("auto", "auto", bf16_native=False) == [FP32, FP32_CL]
+    assert precision.candidates("auto", "auto", bf16_native=True) == [FP32, FP32_CL, BF16, BF16_CL]
+    assert precision.candidates("auto", "auto", bf16_native=None) == [FP32, FP32_CL, BF16, BF16_CL]  # unknown: measure
+    assert precision.candidates(True, "auto", bf16_native=False) == [BF16, BF16_CL]  # forced wins
+    assert precision.candidates(False, True, bf16_native=True) == [FP32_CL]
+
+
+def test_native_bf16_reads_the_cpu_flags():
+    assert precision.native_bf16(["avx2", "fma"]) is False
+    assert precision.native_bf16(["avx512f", "avx512_bf16"]) is True
+    assert precision.native_bf16(["amx_tile", "amx_bf16"]) is True
+    assert precision.native_bf16(["fp", "asimd", "bf16"]) is True  # Arm
+
+
+def test_a_slow_candidate_is_dropped_after_one_round_and_the_budget_is_kept():
+    clock = iter(float(t) for t in range(10_000))  # each clock() call advances one second
+    durations = {FP32: 0, BF16: 0}
+
+    def counting(candidate):
+        def step():
+            durations[candidate] += 1
+        return step
+
+    times = precision.time_candidates({FP32: counting(FP32), BF16: counting(BF16)}, budget_s=4.0,
+                                      clock=lambda: next(clock))
+    assert len(times[FP32]) >= precision.MIN_ROUNDS and len(times[FP32]) < precision.MAX_ROUNDS
+    assert len(times[BF16]) >= 1
+
+
+def test_a_real_calibration_writes_its_cache_and_the_second_run_reads_it(cache, monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)  # the same two candidates on every CPU
+    cfg = tiny_config(train={"batch_size": 8})
+    start = time.perf_counter()
+    first = choose_precision(cfg, torch.device("cpu"), batch=8)
+    seconds = time.perf_counter() - start
+    print(f"calibration: {seconds:.2f} s; {first.sentence()}")
+    entries = json.loads(cache.read_text())
+    assert len(entries) == 1
+    (entry,) = entries.values()
+    timed = {(amp, layout): samples for amp, layout, samples in entry["times"]}
+    assert set(timed) == {(False, False), (False, True)} and all(len(s) >= precision.MIN_ROUNDS for s in timed.values())
+    assert sum(map(sum, timed.values())) <= precision.BUDGET_S + max(map(max, timed.values())) * 2  # one round past it
+    assert first.how == "measured" and not first.amp and first.skipped == "no native bf16"
+    assert list(first.speed) == ["fp32", "fp32 + channels_last"] and first.speed["fp32"] == 1.0
+
+    second = choose_precision(cfg, torch.device("cpu"), batch=8)
+    assert second.how == "cached" and (second.amp, second.channels_last, second.speed) == (first.amp, first.channels_last, first.speed)
+    assert "cached" in second.sentence() and "bf16 not tried: no native bf16" in second.sentence()
+    other_shape = choose_precision(cfg, torch.device("cpu"), batch=4)  # another batch is another key
+    assert other_shape.how == "measured" and len(json.loads(cache.read_text())) == 2
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_forced_settings_are_obeyed_and_stored_with_the_checkpoint(cache, tiny_dataset, tmp_path, amp):
+    cfg = tiny_config(train={"amp": amp, "channels_last": False, "steps": 2})
+    state = fit(cfg, tiny_dataset, work_dir=tmp_path / "run")
+    assert state["precision"]["amp"] is amp and state["precision"]["channels_last"] is False
+    assert state["precision"]["how"] == "forced" and state["precision"]["dtype"] == ("bfloat16" if amp else "float32")
+    assert not cache.exists()  # nothing was timed
+    G = state["G"]
+    assert all(tensor.is_contiguous() for tensor in G.values())
+
+
+def test_auto_never_tries_bf16_without_native_bf16(cache, monkeypatch, tiny_dataset, tmp_path):
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    tried = []
+    real_time_candidates = precision.time_candidates
+    monkeypatch.setattr(precision, "time_candidates", lambda steps, budget_s: tried.extend(steps) or real_time_candidates(steps, budget_s))
+    state = fit(tiny_config(train={"steps": 2}), tiny_dataset, work_dir=tmp_path / "run")
+    assert tried == [FP32, FP32_CL] and state["precision"]["amp"] is False
+
+
+def test_a_resumed_run_on_the_same_machine_keeps_its_decision(cache, tiny_dataset, tmp_path):
+    cfg = tiny_config(train={"steps": 2})
+    state = fit(cfg, tiny_dataset, work_dir=tmp_path / "run")
+    kept = {**state["precision"], "channels_last": not state["precision"]["channels_last"]}  # not what a timing picks
+    resumed = choose_precision(cfg, torch.device("cpu"), batch=4, resume={**state, "precision": kept})
+    assert (resumed.how, resumed.channels_last) == ("resumed", kept["channels_last"])
+    elsewhere = choose_precision(cfg, torch.device("cpu"), batch=4, resume={**state, "precision": {**kept, "machine": "another CPU"}})
+    assert elsewhere.how == "cached"
+
+
+def test_the_global_batch_must_split_over_the_workers():
+    from gans.config import ConfigError
+    from gans.loop import worker_batch
+
+    assert (worker_batch(32, 1), worker_batch(32, 2)) == (32, 16)
+    with pytest.raises(ConfigError, match=r"^train\.batch_size=6 is the global batch and must split evenly over the 4 workers"):
+        worker_batch(6, 4)
