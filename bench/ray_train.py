@@ -1,19 +1,19 @@
-"""Ray Train's cost: 2 DDP workers × 1 thread against 1 process × 2 threads, at the same global batch.
+"""Ray Train's cost: the train stage's Ray path against ``fit`` in a plain process, at the same global batch.
 
-Trains the default config (params.yaml's model and loss, 32 px LFW faces) twice in one run: with ``fit``
-in this process on 2 threads and batch 2B, and through the train stage's Ray path (``ray_runtime.training``,
-the same worker function shape) on 2 workers of 1 CPU with batch B each, a fresh Ray instance each time.
+Trains the default config (params.yaml's model, loss and global batch, 32 px LFW faces) three ways in one
+run: ``fit`` in this process on 2 threads; through the train stage's Ray path (``ray_runtime.training``, the
+same worker function shape) on 1 worker holding every CPU (``ray.num_workers: auto`` on a local Ray); and on
+2 DDP workers of 1 CPU each, each taking half of the global batch. Each Ray run starts a fresh Ray instance.
 
-The two alternate, ``--rounds`` times, so a noisy neighbour on the shared machine slows both alike; each
-run has the machine to itself (no Ray processes beside the local run). Prints each one's steady training
-speed (steps/s from the first log step after ``--warmup`` steps to the last, median over rounds), the
-ratio of each round and their median, and the time from the stage's start to the training loop running
-on the workers (Ray start-up, worker group, model build).
+The three alternate, ``--rounds`` times, so a noisy neighbour on the shared machine slows all alike; each
+run has the machine to itself. Prints each one's steady training speed (steps/s from the first log step after
+``--warmup`` steps to the last, median over rounds), the ratios to the plain process with each round's, and
+the time from the stage's start to the training loop running on the workers (Ray start-up, worker group,
+precision choice, model build).
 
-Each round also runs the ceiling of any 2-process split: two independent 1-thread processes side by side,
-batch B each, with no process group (nothing synchronises them). DDP moves in lock step, so its steps/s
-cannot beat the slower of the two; where they differ (CPUs of unequal speed, as on a shared VM), that bounds
-the ratio whatever Ray or DDP do.
+``--ceiling`` also runs, each round, the ceiling of any 2-process split: two independent 1-thread processes
+side by side, half the batch each, with no process group. DDP moves in lock step, so its steps/s cannot beat
+the slower of the two.
 
     python bench/ray_train.py --steps 400 --rounds 3
 """
@@ -81,9 +81,9 @@ def side_by_side_speeds(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: 
         return pool.starmap(local_speed, [(cfg, prepared, work_dir / str(index), warmup, 1) for index in range(2)])
 
 
-def ray_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> tuple[float, float]:
-    """Steps/s of the same loop on 2 Ray workers of 1 CPU, and seconds from the stage's start to their loop."""
-    ray_cfg = RayConfig(num_workers=2, cpus_per_worker=1, storage_path=str(work_dir / "ray"))
+def ray_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int, ray_cfg: RayConfig) -> tuple[float, float]:
+    """Steps/s of the same loop on Ray workers (``ray_cfg``), and seconds from the stage's start to their loop."""
+    ray_cfg = dataclasses.replace(ray_cfg, storage_path=str(work_dir / "ray"))
     out = work_dir / "clock.json"
     stage_started = time.time()
     ray_training.train(worker, {"cfg": cfg, "prepared": str(prepared), "out": str(out)}, ray_cfg,
@@ -94,49 +94,66 @@ def ray_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int) -> tu
     return clock.steps_per_second(warmup), record["loop_started"] - stage_started
 
 
+RAY_LAYOUTS = {
+    "1 Ray worker × all CPUs": RayConfig(num_workers="auto"),
+    "2 Ray workers × 1 CPU (DDP)": RayConfig(num_workers=2, cpus_per_worker=1),
+}
+
+
+def _rounds(values: list[float]) -> str:
+    return " ".join(f"{value:.2f}" for value in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3, help="local and Ray runs, alternating")
     parser.add_argument("--warmup", type=int, default=100, help="steps not timed at the start of each run")
-    parser.add_argument("--batch-size", type=int, default=None, help="per Ray worker (default: params.yaml's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch (default: params.yaml's)")
+    parser.add_argument("--ceiling", action="store_true", help="also time two independent 1-thread processes")
     args = parser.parse_args()
 
     base = GANConfig()
     batch = args.batch_size or base.train.batch_size
     if args.steps < args.warmup + 4 * base.train.log_every:
         parser.error(f"--steps must exceed --warmup by at least 4 log steps ({4 * base.train.log_every}).")
-    train = dataclasses.replace(base.train, steps=args.steps, snapshot_every=args.steps, fid_every=0)
+    train = dataclasses.replace(base.train, steps=args.steps, snapshot_every=args.steps, fid_every=0, batch_size=batch)
+    cfg = dataclasses.replace(base, train=train)
     images, _, _ = prepare_images(base.data, progress=False)
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     prepared = write_prepared(work / "data", images, {})
-    cfg_local = dataclasses.replace(base, train=dataclasses.replace(train, batch_size=2 * batch))
-    cfg_ray = dataclasses.replace(base, train=dataclasses.replace(train, batch_size=batch))
 
-    local, on_ray, start_up, pairs = [], [], [], []
+    local: list[float] = []
+    on_ray: dict[str, list[float]] = {name: [] for name in RAY_LAYOUTS}
+    start_up: dict[str, list[float]] = {name: [] for name in RAY_LAYOUTS}
+    pairs: list[list[float]] = []
+    half = dataclasses.replace(cfg, train=dataclasses.replace(train, batch_size=batch // 2))
     for round_index in range(args.rounds):
-        local.append(local_speed(cfg_local, prepared, work / f"local-{round_index}", args.warmup))
-        speed, seconds = ray_speed(cfg_ray, prepared, work / f"ray-{round_index}", args.warmup)
-        on_ray.append(speed)
-        start_up.append(seconds)
-        pairs.append(sorted(side_by_side_speeds(cfg_ray, prepared, work / f"pair-{round_index}", args.warmup)))
-        print(f"[bench] round {round_index + 1}: one process {local[-1]:.2f} steps/s, Ray {speed:.2f} steps/s, "
-              f"ratio {speed / local[-1]:.2f}; two independent processes {pairs[-1][0]:.2f} and {pairs[-1][1]:.2f} "
-              f"steps/s (slower / one process {pairs[-1][0] / local[-1]:.2f})", flush=True)
-    ratios = [r / l for r, l in zip(on_ray, local)]
-    ceilings = [slower / l for (slower, _), l in zip(pairs, local)]
+        local.append(local_speed(cfg, prepared, work / f"local-{round_index}", args.warmup))
+        line = f"[bench] round {round_index + 1}: one process {local[-1]:.2f} steps/s"
+        for index, (name, ray_cfg) in enumerate(RAY_LAYOUTS.items()):
+            speed, seconds = ray_speed(cfg, prepared, work / f"ray{index}-{round_index}", args.warmup, ray_cfg)
+            on_ray[name].append(speed)
+            start_up[name].append(seconds)
+            line += f"; {name} {speed:.2f} (×{speed / local[-1]:.2f})"
+        if args.ceiling:
+            pairs.append(sorted(side_by_side_speeds(half, prepared, work / f"pair-{round_index}", args.warmup)))
+            line += f"; two independent processes {pairs[-1][0]:.2f} and {pairs[-1][1]:.2f}"
+        print(line, flush=True)
 
     print(f"device cpu, {torch.get_num_threads()} threads in this process; model {base.model.name} "
           f"{base.data.resolution} px width {base.model.g_width}; {args.steps} steps (first {args.warmup} untimed), "
-          f"global batch {2 * batch}, {args.rounds} rounds")
-    print(f"1 process × 2 threads, batch {2 * batch}:   {statistics.median(local):6.2f} steps/s (median)")
-    print(f"2 Ray workers × 1 thread, batch {batch}: {statistics.median(on_ray):6.2f} steps/s (median)")
-    print(f"ratio (Ray / one process): {statistics.median(ratios):.2f} (median; rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
-    print(f"stage start → training loop running on the workers: {statistics.median(start_up):.1f} s (median)")
-    print(f"2 independent processes × 1 thread, batch {batch}, no syncs: slower {statistics.median(p[0] for p in pairs):6.2f}, "
-          f"faster {statistics.median(p[1] for p in pairs):6.2f} steps/s (medians)")
-    print(f"ceiling of lock-step DDP (slower independent process / one process): {statistics.median(ceilings):.2f} "
-          f"(median; rounds: {' '.join(f'{c:.2f}' for c in ceilings)})")
+          f"global batch {batch}, {args.rounds} rounds; medians")
+    print(f"{'layout':<30} {'steps/s':>8} {'× process':>10} {'start-up s':>11}  rounds (× process)")
+    print(f"{'1 process × 2 threads':<30} {statistics.median(local):8.2f} {1:10.2f} {'-':>11}")
+    for name in RAY_LAYOUTS:
+        ratios = [r / l for r, l in zip(on_ray[name], local)]
+        print(f"{name:<30} {statistics.median(on_ray[name]):8.2f} {statistics.median(ratios):10.2f} "
+              f"{statistics.median(start_up[name]):11.1f}  {_rounds(ratios)}")
+    if args.ceiling:
+        ceilings = [slower / l for (slower, _), l in zip(pairs, local)]
+        print(f"ceiling of lock-step DDP (slower of two independent 1-thread processes / one process): "
+              f"{statistics.median(ceilings):.2f} (rounds: {_rounds(ceilings)})")
 
 
 if __name__ == "__main__":

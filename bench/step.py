@@ -3,8 +3,9 @@
 The reference is the PyTorch DCGAN example (Radford et al. 2016; ``pytorch/examples/dcgan``) at 64 px,
 batch 64, fp32: G = ConvT(z→8w) → (ConvT ×2, BN, ReLU)* → ConvT → tanh, D = Conv(s2) → (Conv, BN,
 LeakyReLU)* → Conv → sigmoid, BCE, Adam(2e-4, 0.5). The project's step is ``gans.step`` on the
-project's DCGAN of the same shapes, with params.yaml's ``train.amp`` and ``train.channels_last`` (``--all``:
-every combination of the two). The variants run in one process, interleaved round by round (so a noisy
+project's DCGAN of the same shapes in fp32, contiguous and channels-last (``--all``: with and without bf16
+autocast too), and with ``train.amp``/``train.channels_last: auto`` as a run chooses them (``project auto``: a
+fresh calibration on this CPU). The last line is auto's speed against the fastest variant measured. The variants run in one process, interleaved round by round (so a noisy
 neighbour slows all alike); each is printed as images/s and as the ratio of its median round time to the
 textbook's.
 
@@ -15,16 +16,18 @@ textbook's.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 
 import torch
 from torch import nn
 
+from gans import precision
 from gans.config import GANConfig
-from gans.losses import build_loss
-from gans.models import build_models
-from gans.step import Precision, discriminator_step, generate, generator_step, make_optimizers
+from gans.loop import choose_precision
+from gans.step import Precision, timing_step
 
 PRESETS = {
     # resolution, channels, z_dim, width, batch, threads
@@ -92,28 +95,31 @@ def textbook_step(shape: dict, device: torch.device):
     return step
 
 
-def project_step(shape: dict, device: torch.device, amp: bool, channels_last: bool):
-    """``gans.step``'s D and G updates on the project's DCGAN of the same shapes, as a zero-argument function."""
-    cfg = GANConfig.from_dict({
+def project_config(shape: dict, amp="auto", channels_last="auto") -> GANConfig:
+    """The project's DCGAN at the textbook's shapes (BCE without smoothing, no augmentation)."""
+    return GANConfig.from_dict({
         "data": {"resolution": shape["resolution"], "channels": shape["channels"]},
         "model": {"name": "dcgan", "z_dim": shape["z_dim"], "g_width": shape["width"], "d_width": shape["width"]},
         "loss": {"name": "bce", "label_smoothing": 0.0},
         "train": {"amp": amp, "channels_last": channels_last},
+        "augment": {"policy": []},
     })
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    G, D = (net.to(device, memory_format=memory_format) for net in build_models(cfg))
-    opt_g, opt_d = make_optimizers(cfg, G, D)
-    loss, precision = build_loss(cfg.loss), Precision.create(device, enabled=amp)
-    batch = shape["batch"]
-    real = (torch.rand(batch, shape["channels"], shape["resolution"], shape["resolution"], device=device) * 2 - 1)
-    real = real.contiguous(memory_format=memory_format)
 
-    def step() -> None:
-        fake = generate(G, torch.randn(batch, shape["z_dim"], device=device), precision)
-        discriminator_step(D, opt_d, loss, real, fake, precision=precision)
-        generator_step(G, D, opt_g, loss, fake, precision=precision)
 
-    return step
+def project_step(shape: dict, device: torch.device, amp: bool, channels_last: bool):
+    """``gans.step``'s D and G updates on the project's DCGAN of the same shapes, as a zero-argument function."""
+    return timing_step(project_config(shape, amp, channels_last), device, shape["batch"], amp, channels_last)
+
+
+def auto_step(shape: dict, device: torch.device):
+    """The step with ``train.amp``/``channels_last: auto``: calibrated here (a fresh cache), as a run would."""
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ[precision.CACHE_ENV] = cache
+        start = time.perf_counter()
+        decision = choose_precision(project_config(shape), device, shape["batch"])
+        print(f"auto: {decision.sentence()} — calibrated in {time.perf_counter() - start:.1f} s")
+        del os.environ[precision.CACHE_ENV]
+    return project_step(shape, device, decision.amp, decision.channels_last)
 
 
 def _timed(step, steps: int, device: torch.device) -> float:
@@ -142,11 +148,11 @@ def main() -> None:
         torch.set_num_threads(args.threads or shape["threads"])
     torch.manual_seed(0)
     variants = {"textbook fp32": textbook_step(shape, device)}
-    defaults = GANConfig().train
-    combinations = [(a, c) for a in (False, True) for c in (False, True)] if args.all else [(defaults.amp, defaults.channels_last)]
+    combinations = [(a, c) for a in (False, True) for c in (False, True)] if args.all else [(False, False), (False, True)]
     for amp, channels_last in combinations:
         name = f"project {'amp' if amp else 'fp32'}{' + channels_last' if channels_last else ''}"
         variants[name] = project_step(shape, device, amp, channels_last)
+    variants["project auto"] = auto_step(shape, device)
     for step in variants.values():  # warm-up: allocator, oneDNN primitive caches
         _timed(step, 2, device)
 
@@ -165,6 +171,8 @@ def main() -> None:
     for name, samples in times.items():
         median = statistics.median(samples)
         print(f"{name:<32} {shape['batch'] * args.steps / median:8.1f} {reference / median:11.2f}")
+    fastest = min(statistics.median(samples) for name, samples in times.items() if name != "project auto")
+    print(f"auto against the fastest variant measured: ×{fastest / statistics.median(times['project auto']):.2f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Prints, all measured in this run on this machine:
    Tune sweep and as the same Train run outside Tune, the two alternating (which goes first alternates too)
    in one Ray session after an untimed warm-up Train run (a session's first Train run pays one-time costs
    of several seconds), so a drift in the shared machine's speed lands on both sides alike;
-   overhead = (Σ trial walls, from Tune starting each trial to Tune seeing it end − Σ Train walls) / trials;
+   overhead = (Σ trial walls, from Tune starting each trial to Tune seeing it end − Σ Train walls) / trials,
+   and as a share of a trial's wall: (Σ trial walls − Σ Train walls) / Σ trial walls;
    also with Tune's experiment start-up (its trial actor included): (Σ sweep walls − Σ Train walls) / trials.
 2. **ASHA against the full grid**: the default sweep (ASHA) and the same grid with FIFO, each as the stage
    runs it; the trial-steps each used, the fraction ASHA saved, and whether both picked the same winner.
@@ -89,7 +90,8 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
                   f"({trial_walls[-1] - plain_walls[-1]:+.1f}), its sweep {tune_walls[-1]:.1f} s", flush=True)
     tune_wall = sum(tune_walls)
     return {"tune_wall": tune_wall, "plain_wall": sum(plain_walls), "per_trial": (tune_wall - sum(plain_walls)) / len(points),
-            "trial_wall": sum(trial_walls), "trial_overhead": (sum(trial_walls) - sum(plain_walls)) / len(points)}
+            "trial_wall": sum(trial_walls), "trial_overhead": (sum(trial_walls) - sum(plain_walls)) / len(points),
+            "share": (sum(trial_walls) - sum(plain_walls)) / sum(trial_walls)}
 
 
 def main() -> None:
@@ -107,7 +109,8 @@ def main() -> None:
           f"outside Tune {overhead['plain_wall']:.1f} s", flush=True)
     if args.overhead_only:
         print(f"| {args.overhead_trials} trials of {args.overhead_steps or params.sweep.steps} steps: "
-              f"**Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s** |")
+              f"**Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s, "
+              f"{100 * overhead['share']:.1f} % of a trial's wall** |")
         print(f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |")
         return
     results = {}
@@ -121,7 +124,8 @@ def main() -> None:
     print(f"| {args.overhead_trials} one-trial Tune sweeps: wall | {overhead['tune_wall']:.1f} s |")
     print(f"| the same Train runs outside Tune | {overhead['plain_wall']:.1f} s |")
     print(f"| the same trials from Tune's start to end of each | {overhead['trial_wall']:.1f} s |")
-    print(f"| **Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s** |")
+    print(f"| **Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s, "
+              f"{100 * overhead['share']:.1f} % of a trial's wall** |")
     print(f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |")
     print(f"| full grid (FIFO): trial-steps, wall | {fifo['trial_steps']}, {fifo['wall']:.0f} s |")
     print(f"| ASHA: trial-steps, wall, stopped early | {asha['trial_steps']}, {asha['wall']:.0f} s, {asha['stopped']} of {asha['trials']} |")

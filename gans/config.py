@@ -202,9 +202,9 @@ class AugmentConfig:
 class TrainConfig:
     seed: int = 0
     """Base seed; each worker uses seed * world_size + rank for its noise."""
-    steps: int = 3000
+    steps: int = 2000
     """Number of generator updates."""
-    batch_size: int = 16
+    batch_size: int = 32
     """Images per update over all workers (the global batch); each of W workers takes batch_size / W of it, so
     a run trains the same way at any worker count."""
     n_critic: Optional[int] = None
@@ -226,7 +226,7 @@ class TrainConfig:
     channels_last: Union[bool, str] = "auto"
     """Channels-last memory format for the models and image batches (NHWC convolutions): true, false, or auto
     (on the CPU the calibration's choice, on CUDA on)."""
-    fid_every: int = 500
+    fid_every: int = 1000
     """Score G_ema's FID (fast extractor) every this many steps, which are also log steps (0: never).
 
     The scores are logged, reported to Ray, and the weights with the best one are kept beside the final ones."""
@@ -269,12 +269,15 @@ class EvalConfig:
     """KID subset size (capped at the smaller of the real and generated counts)."""
     grid_size: int = 64
     """Images in the sample grid (taken from the fixed latents)."""
-    fid_draws: int = 3
+    fid_draws: int = 2
     """Draws of ``n_fake`` generated images (seeds seed, seed+1, …) the selected generator is scored on: ``fid_std``."""
     standing_stats: bool = True
     """Recompute the generators' BatchNorm statistics from their own samples before scoring and export."""
     standing_samples: int = 1024
     """Latents the standing statistics are averaged over."""
+    training_stats_fid: bool = False
+    """Also score the selected weights with the BatchNorm statistics training left (``fid_training_bn_stats``:
+    what standing statistics change); one more pass of ``n_fake`` images through Inception."""
     prc_neighborhood: int = 3
     """k of the k-NN balls of precision/recall (torch-fidelity's default)."""
 

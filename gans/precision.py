@@ -10,7 +10,7 @@ trains an order of magnitude slower. So ``train.amp`` and ``train.channels_last`
 - on the CPU, ``auto`` times a few D+G steps of each candidate at the run's own shapes, interleaved
   (``calibrate``), and takes the fastest (``choose``). A candidate that cannot win is not tried: no bf16
   where the CPU reports no native bf16 (``native_bf16``). The measured times are cached per CPU model,
-  torch version, threads and shapes (``cache_dir``), so the same machine makes the same choice and a
+  torch version, threads and shapes (``gans.cache``), so the same machine makes the same choice and a
   sweep calibrates once.
 
 The decision travels as a ``Decision``: its ``sentence()`` is printed, its ``to_dict()`` is stored with
@@ -20,9 +20,7 @@ the checkpoint and in the stages' records, so metrics that differ across machine
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import platform
 import statistics
 import time
@@ -32,14 +30,13 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
-from gans.atomic import atomic_file
+from gans import cache
+from gans.cache import CACHE_ENV  # noqa: F401  (tests and benches point the cache elsewhere)
 
 Setting = Union[bool, str]
 """A ``train.amp`` / ``train.channels_last`` value: true, false or "auto"."""
 
 AUTO = "auto"
-CACHE_ENV = "GAN_PIPELINE_CACHE"
-"""Environment variable naming the cache directory (default ``~/.cache/gan-pipeline``)."""
 CACHE_FILE = "precision.json"
 BUDGET_S = 1.0
 """Seconds a calibration may spend timing candidates (after one warm-up step each)."""
@@ -199,42 +196,22 @@ def time_candidates(steps: dict[Candidate, Callable[[], None]], budget_s: float 
 # The cache.
 
 
-def cache_dir() -> Path:
-    """``$GAN_PIPELINE_CACHE``, else ``$XDG_CACHE_HOME/gan-pipeline``, else ``~/.cache/gan-pipeline``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-pipeline"
-
-
 def cache_key(device: torch.device, shapes: dict[str, Any]) -> str:
     """A digest of what the timings depend on: the machine, torch's threads and the step's shapes."""
-    what = {"machine": machine(device), "threads": torch.get_num_threads(), **shapes}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache.digest({"machine": machine(device), "threads": torch.get_num_threads(), **shapes})
 
 
 def read_cached(key: str) -> Optional[dict[Candidate, list[float]]]:
-    """The timings stored under ``key``, or None (no cache, no entry, or an unreadable file)."""
+    """The timings stored under ``key``, or None."""
+    entry = cache.read_entry(CACHE_FILE, key)
     try:
-        entry = json.loads((cache_dir() / CACHE_FILE).read_text())[key]
-        return {Candidate(bool(amp), bool(layout)): list(samples) for amp, layout, samples in entry["times"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {Candidate(bool(amp), bool(layout)): list(samples) for amp, layout, samples in entry}
+    except (TypeError, ValueError):
         return None
 
 
 def write_cached(key: str, times: dict[Candidate, list[float]], description: str) -> None:
-    """Store ``times`` under ``key`` (atomically; a cache that cannot be written is only skipped)."""
-    path = cache_dir() / CACHE_FILE
-    try:
-        entries = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        entries = {}
-    entries[key] = {"what": description,
-                    "times": [[c.amp, c.channels_last, samples] for c, samples in times.items()]}
-    try:
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(entries, indent=1))
-    except OSError:
-        pass
+    cache.write_entry(CACHE_FILE, key, [[c.amp, c.channels_last, samples] for c, samples in times.items()], description)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ the loss curves, with the diagnosed step ranges shaded.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +21,8 @@ from typing import Any, Optional
 import torch
 
 from gans import checkpoint
+from gans.cache import digest, read_entry, write_entry
+from gans.dist import fingerprint
 from gans.config import EvalConfig, GANConfig
 from gans.diagnosis import collapse_of, diagnose, g_loss_oscillation
 from gans.ema import standing_statistics
@@ -28,6 +31,8 @@ from gans.metrics import (EXTRACTOR, features_of_generator, fid, kid, load_refer
 from gans.plots import save_curves, save_grid
 from pipeline.params import Params, load_params, print_config, run_stage, write_json
 
+SCORES_FILE = "scores.json"
+"""The cache file (``gans.cache``) of step-0 generator scores."""
 GRID_FILE = "samples.png"
 CURVES_FILE = "losses.png"
 
@@ -43,6 +48,22 @@ def evaluated_generator(state: dict[str, Any], key: str, cfg: EvalConfig, device
     if cfg.standing_stats:
         standing_statistics(generator, state["config"].model.z_dim, **standing_settings(cfg))
     return generator
+
+
+def initial_score_key(state: dict[str, Any], cfg: EvalConfig, reference_path: str, extractor) -> str:
+    """What the step-0 generator's scores depend on: its weights and architecture, the evaluation settings,
+    the reference statistics' bytes and the extractor on this machine. Runs that keep the model and seed
+    share them, so evaluate scores the step-0 generator once per machine (``gans.cache``)."""
+    return digest({
+        "weights": fingerprint(state["G_init"]),
+        "model": state["config"].model,
+        "image_shape": state["config"].image_shape,
+        "eval": {key: getattr(cfg, key) for key in ("n_fake", "seed", "batch_size", "kid_subsets", "kid_subset_size")},
+        "standing": standing_settings(cfg),
+        "reference": hashlib.sha256(Path(reference_path).read_bytes()).hexdigest(),
+        "extractor": [EXTRACTOR, extractor.decision.to_dict()],
+        "torch": torch.__version__,
+    })
 
 
 def evaluate(params: Params) -> dict[str, Any]:
@@ -61,12 +82,20 @@ def evaluate(params: Params) -> dict[str, Any]:
     if best is not None and int(best["step"]) != int(state["step"]):  # at the last step, best is final
         candidates.append(("best_snapshot", "best"))
     scores, generators, feature_sets = {}, {}, {}
+    initial_key = initial_score_key(state, cfg, params.paths.reference, extractor)
     for label, key in candidates:
         generator = generators[label] = evaluated_generator(state, key, cfg, device)
+        cached = read_entry(SCORES_FILE, initial_key) if label == "initial" else None
+        if cached is not None:
+            scores[label] = cached
+            print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f} (cached: these weights, "
+                  f"samples and reference were scored on this machine before)", flush=True)
+            continue
         feature_sets[label] = features(generator, cfg.seed)
         scores[label] = {"fid": fid(reference, feature_sets[label]),
                          **kid(reference, feature_sets[label], cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)}
         print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f}", flush=True)
+    write_entry(SCORES_FILE, initial_key, scores["initial"], "evaluate: the step-0 generator's FID and KID")
 
     selected = min((label for label in scores if label != "initial"), key=lambda label: scores[label]["fid"])
     chosen, selected_key = scores[selected], dict(candidates)[selected]
@@ -114,7 +143,7 @@ def evaluate(params: Params) -> dict[str, Any]:
                                  "n_real": int(len(reference["kid_features"]))},
         },
     }
-    if cfg.standing_stats:
+    if cfg.standing_stats and cfg.training_stats_fid:
         live = checkpoint.load_generator(state, selected_key).to(device)
         metrics["fid_training_bn_stats"] = fid(reference, features(live, cfg.seed))
         metrics["meta"]["standing_samples"] = cfg.standing_samples

@@ -71,7 +71,7 @@ def test_a_real_calibration_writes_its_cache_and_the_second_run_reads_it(cache, 
     entries = json.loads(cache.read_text())
     assert len(entries) == 1
     (entry,) = entries.values()
-    timed = {(amp, layout): samples for amp, layout, samples in entry["times"]}
+    timed = {(amp, layout): samples for amp, layout, samples in entry["value"]}
     assert set(timed) == {(False, False), (False, True)} and all(len(s) >= precision.MIN_ROUNDS for s in timed.values())
     assert sum(map(sum, timed.values())) <= precision.BUDGET_S + max(map(max, timed.values())) * 2  # one round past it
     assert first.how == "measured" and not first.amp and first.skipped == "no native bf16"

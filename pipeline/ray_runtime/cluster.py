@@ -21,10 +21,11 @@ from pipeline.params import AUTO_WORKERS, RayConfig
 
 RUN_NAME = "train"
 
-# Ray Train V2 polls workers every 2 s by default, so each ray.train.report would block up to 2 s;
-# print patching shows every worker line twice; the preemption watcher only matters on spot clusters.
+# Ray Train V2 polls workers every 2 s by default, so each ray.train.report would block up to 2 s; polling
+# every 0.2 s cost a 1-worker run about a tenth of its steps/s on 2 CPUs (docs/benchmarks.md), so 1 s.
+# Print patching shows every worker line twice; the preemption watcher only matters on spot clusters.
 _RAY_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
