@@ -230,7 +230,7 @@ class TrainConfig:
     """Score G_ema's FID (fast extractor) every this many steps, which are also log steps (0: never).
 
     The scores are logged, reported to Ray, and the weights with the best one are kept beside the final ones."""
-    fid_samples: int = 64
+    fid_samples: int = 128
     """Generated images per in-training FID (fewer than evaluate's: the score ranks, evaluate measures)."""
     stop_on: tuple[str, ...] = ("divergence",)
     """Failure modes (``gans.diagnosis.DIAGNOSES``) that end a run early. A run stopped by divergence keeps the

@@ -29,7 +29,7 @@ import yaml
 from gans.atomic import atomic_file
 from gans.config import ConfigError, GANConfig, require_registered
 from gans.errors import UserError
-from gans.loop import check_config
+from gans.loop import check_config, worker_batch
 from gans.losses import LOSSES
 from gans.metrics import load_reference
 from gans.models import MODELS
@@ -76,6 +76,7 @@ def search_space(params: Params) -> dict[str, Any]:
 def check_sweep(params: Params) -> None:
     """Everything that can be checked before Ray starts: names in the space, cadence, the reference."""
     sweep, base = params.sweep, params.gan
+    worker_batch(base.train.batch_size, sweep.workers_per_trial)  # trials split the same global batch
     for loss in sweep.losses:
         require_registered(LOSSES, loss, "sweep.losses")
     for model in sweep.models or ():

@@ -47,7 +47,9 @@ def makefile_pins() -> list[str]:
 
 
 def num_workers() -> int:
-    return yaml.safe_load((REPO / "params.yaml").read_text())["ray"]["num_workers"]
+    """GPU workers the default params need: ray.num_workers, or with auto (one per GPU the cluster has) one."""
+    value = yaml.safe_load((REPO / "params.yaml").read_text())["ray"]["num_workers"]
+    return 1 if value == "auto" else value
 
 
 # Cluster launcher ----------------------------------------------------------------------------------------
