@@ -100,6 +100,9 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     steps, and its final G, G_ema and D equal an uninterrupted run's bit for bit (2 DDP workers on CPU)."""
     snapshot_every, steps = 10, 60
     train = {"steps": steps, "log_every": 1, "snapshot_every": snapshot_every}
+    # Ray registers a reported checkpoint when its controller next polls the workers. The kill must land 2–5
+    # steps after a registration, so the controller polls often here (the project's default is 1 s).
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     straight = checkpoint.load(train_stage.run(stage_params(tmp_path / "straight", tiny_dataset, train=train)))
 
     params = stage_params(tmp_path / "killed", tiny_dataset, train=train)
