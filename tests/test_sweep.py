@@ -45,7 +45,8 @@ def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
     fixed = sweep_stage.trial_config(base, SweepConfig(betas=(0.5, 0.99), n_critic=2, lr_g=3e-4), {"loss": "hinge", "ttur_ratio": 2})
     assert fixed.optim.betas_d == (0.5, 0.99) and fixed.n_critic == 2 and fixed.optim.lr_d == pytest.approx(6e-4)
     # A trial is short: the sweep's budget, scored and checkpointed at every report, never a resume.
-    assert (bce.train.steps, bce.train.fid_every, bce.train.snapshot_every, bce.train.resume) == (800, 200, 200, False)
+    assert (bce.train.steps, bce.train.fid_every, bce.train.snapshot_every, bce.train.resume) == (
+        sweep.steps, sweep.fid_every, sweep.fid_every, False)
 
 
 @pytest.mark.parametrize("section, message", [
