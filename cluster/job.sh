@@ -8,7 +8,7 @@
 # DIR is where the commit is checked out; the job's runtime env puts it on every Ray worker's PYTHONPATH
 # (submit.sh), so workers run the submitted code, not whatever version a node has installed.
 set -euo pipefail
-overrides=(-S ray.address=auto)  # the Ray stages join the cluster this job runs on
+overrides=()  # ray.address: null joins the cluster this job runs on (RAY_ADDRESS, set by Ray)
 while (($#)); do
   case "$1" in
     --git-url) git_url="$2" ;;

@@ -4,7 +4,7 @@
 # The dashboard is at $RAY_ADDRESS (default http://127.0.0.1:8265). The committed HEAD goes to the git remote
 # (as refs/gan-jobs/EXP) and its DVC-tracked data to the DVC remote (`dvc push`); both must be reachable from
 # the cluster too. The job (cluster/job.sh) checks out that commit, `dvc pull`s, runs
-# `dvc exp run --name EXP -S ray.address=auto -S ...` and, only if it succeeds, `dvc exp push`es EXP.
+# `dvc exp run --name EXP -S ...` (the Ray stages join the job's cluster) and, only if it succeeds, `dvc exp push`es EXP.
 # Then, here: dvc exp pull <git-remote> EXP; dvc exp show; dvc metrics diff; dvc exp apply EXP.
 # --job-dir: where the job checks the commit out on the head, as DIR/EXP (default /tmp/gan-jobs). Ray workers
 # import the code and read the prepared data there, so on nodes that share no disk it must be a shared

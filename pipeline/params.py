@@ -50,12 +50,14 @@ class PathsConfig:
 
 
 AUTO_WORKERS = "auto"
+RAY_JOB_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # Ray's job supervisor sets it, with RAY_ADDRESS, for a job's entrypoint
 
 
 @dataclass(frozen=True)
 class RayConfig:
     address: Optional[str] = None
-    """Ray cluster to join ("auto", "ray://host:10001", "127.0.0.1:6379"); null starts Ray locally."""
+    """Ray cluster to join ("auto", "ray://host:10001", "127.0.0.1:6379"); null: the cluster of the Ray job this
+    runs in (``cluster/submit.sh``), else a private local Ray."""
     num_workers: Union[int, str] = "auto"
     """Training workers (DDP processes), or auto: one worker with every CPU of a local Ray (one process with all
     threads trains faster than DDP between processes of one machine); on a cluster (``address`` set) one per GPU
@@ -70,6 +72,15 @@ class RayConfig:
     """Worker-group restarts on failure; a restart resumes from the latest checkpoint."""
     placement_strategy: str = "PACK"
     """PACK, SPREAD or STRICT_SPREAD (one worker per node)."""
+
+    @property
+    def cluster_address(self) -> Optional[str]:
+        """The cluster the stages join: ``address``, else that of the Ray job running this process, else None (local)."""
+        if self.address:
+            return self.address
+        if os.environ.get(RAY_JOB_VARIABLE) and os.environ.get("RAY_ADDRESS"):
+            return os.environ["RAY_ADDRESS"]  # the job's cluster (its GCS address, as the job supervisor sets it)
+        return None
 
     def __post_init__(self) -> None:
         require_positive(self, "ray", "cpus_per_worker")

@@ -185,7 +185,8 @@ def _check_applied(repos, env, metrics):
     entry = next(e for e in directory if e["relpath"] == "checkpoint.pt")
     assert hashlib.md5((user / "artifacts/train/checkpoint.pt").read_bytes()).hexdigest() == entry["md5"]
 
-    # Applied: the workspace holds the experiment's outputs and metrics, the baseline stays HEAD.
+    # Applied: the workspace holds the experiment's outputs, params and metrics, the baseline stays HEAD.
+    assert yaml.safe_load((user / "params.yaml").read_text())["ray"]["address"] is None  # nothing to reset
     diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], user, env).stdout)
     assert diff["metrics/eval.json"]["fid"]["new"] == metrics["fid"]
 

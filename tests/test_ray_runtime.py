@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.params import RayConfig
+from pipeline.params import RAY_JOB_VARIABLE, RayConfig
 from pipeline.ray_runtime import cluster, training
 
 
@@ -17,6 +17,18 @@ def test_clear_run_deletes_only_that_run_wherever_it_is_stored(tmp_path, as_uri)
     cluster.clear_run(storage, "train")
     assert not (tmp_path / "train").exists() and (tmp_path / "other" / "checkpoint_000" / "checkpoint.pt").is_file()
     cluster.clear_run(storage, "train")  # nothing there: nothing to do, no error
+
+
+def test_a_ray_job_joins_its_cluster_without_an_address(monkeypatch):
+    """ray.address: null is a local Ray, or, in a Ray job's entrypoint (Ray sets both variables), the job's cluster;
+    a set address always wins. So `dvc exp apply` of a cluster experiment leaves nothing to reset."""
+    monkeypatch.delenv(RAY_JOB_VARIABLE, raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # a user's shell, set up for cluster/submit.sh
+    assert RayConfig().cluster_address is None
+    monkeypatch.setenv(RAY_JOB_VARIABLE, "{}")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert RayConfig().cluster_address == "10.0.0.1:6379"
+    assert RayConfig(address="127.0.0.1:6380").cluster_address == "127.0.0.1:6380"
 
 
 def _worker(config):

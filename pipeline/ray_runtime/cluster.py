@@ -36,6 +36,12 @@ _NOISY_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cle
 
 def _quiet_worker_logs() -> None:
     logging.getLogger(_NOISY_LOGGER).setLevel(logging.ERROR)
+    # Ray Train logs each ray.train.report at INFO ("Reporting training result …", with the whole report) under
+    # a logger named by its module's file path; the stage prints its own progress.
+    with contextlib.suppress(ImportError):
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def init_ray(address: Optional[str], num_cpus: Optional[int] = None, dashboard: bool = False) -> None:
@@ -67,10 +73,10 @@ def init_ray(address: Optional[str], num_cpus: Optional[int] = None, dashboard: 
 
 @contextlib.contextmanager
 def ray_session(ray_cfg: RayConfig, dashboard: bool = False) -> Iterator[None]:
-    """Ray for one stage: the cluster at ``ray.address``, or a local instance big enough for the workers."""
+    """Ray for one stage: the cluster (``RayConfig.cluster_address``), or a local instance big enough for the workers."""
     wanted = 0 if ray_cfg.num_workers == AUTO_WORKERS else math.ceil(ray_cfg.num_workers * ray_cfg.cpus_per_worker)
     num_cpus = max(os.cpu_count() or 1, wanted)
-    init_ray(ray_cfg.address, num_cpus, dashboard)  # num_cpus sizes a local instance; a cluster has its own
+    init_ray(ray_cfg.cluster_address, num_cpus, dashboard)  # num_cpus sizes a local instance; a cluster has its own
     try:
         yield
     finally:
@@ -89,7 +95,7 @@ def concrete_workers(ray_cfg: RayConfig) -> RayConfig:
     cpus, gpus = float(resources.get("CPU", os.cpu_count() or 1)), int(resources.get("GPU", 0))
     if ray_cfg.use_gpu:
         return dataclasses.replace(ray_cfg, num_workers=max(1, gpus))
-    if ray_cfg.address is None:
+    if ray_cfg.cluster_address is None:
         return dataclasses.replace(ray_cfg, num_workers=1, cpus_per_worker=max(1.0, cpus))
     return dataclasses.replace(ray_cfg, num_workers=max(1, int(cpus // ray_cfg.cpus_per_worker)))
 
