@@ -180,8 +180,8 @@ class AugmentConfig:
     policy: tuple[str, ...] = ("color", "translation", "cutout")
     """Transforms, in order: names in ``gans.augment.AUGMENTATIONS`` (color, translation, cutout); empty: off.
 
-    On by default: on the 100 LFW faces it took the FID ratio (final / step 0) from 0.457 to 0.268 over 3
-    seeds and D's accuracy from 1.00 to 0.63 (``bench/quality.py``, README "Small data")."""
+    On by default: on a small set (the 100 LFW faces) D otherwise memorises the real images and wins. The
+    measured effect (``bench/quality.py``) is in docs/benchmarks.md, "Augmentation on 100 faces"."""
     p: float = 1.0
     """Probability that each transform is applied to an image (1: DiffAugment); the start value is 0 when adaptive."""
     adaptive: bool = False

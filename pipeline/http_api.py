@@ -53,7 +53,7 @@ class ServeConfig:
     versions: tuple[int, ...] = ()
     """The versions the ``specific`` policy serves."""
     backend: str = "onnx"
-    """onnx (ONNX Runtime) | torchscript. ONNX Runtime measured faster at every batch size (README, Serving)."""
+    """onnx (ONNX Runtime) | torchscript. ONNX Runtime measured faster at every batch size (docs/benchmarks.md)."""
     threads: int = 1
     """Inference threads per replica."""
     host: str = "127.0.0.1"
@@ -282,8 +282,8 @@ class GeneratorService:
         served = self.served(model, version)
         z = latents_from_body(await read_json(request, self.config.max_body_bytes), served.z_dim, self.config.max_n)
         images = await self.generate(served, z)
-        # orjson writes the float32 array directly (shortest round-trip digits), ~15× faster than json over
-        # tolist(); a dict returned to FastAPI would also walk every float through jsonable_encoder.
+        # orjson writes the float32 array directly (shortest round-trip digits), faster than json over tolist()
+        # (docs/benchmarks.md); a dict returned to FastAPI would also walk every float through jsonable_encoder.
         body = orjson.dumps({"predictions": images, "model_version": str(served.version)},
                             option=orjson.OPT_SERIALIZE_NUMPY)
         return Response(body, media_type="application/json")

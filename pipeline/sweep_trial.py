@@ -1,10 +1,10 @@
 """One sweep trial as Tune runs it: its config (a point of the search space applied) and its Train run.
 
 Kept apart from the sweep stage so that a trial's driver process imports only this: not the stage's plots,
-the FID code or DVCLive (about 2 s of imports on 2 cores). Every trial pays its imports in a new actor (Tune's
-``reuse_actors`` stays off: an ASHA-stopped trial's Train run would keep its CPUs), and torch with Ray Train
-remain (about 3 s): ``TorchTrainer`` needs them. The Train workers import what they run themselves
-(``train_worker``).
+the FID code or DVCLive. Every trial pays its imports in a new actor (Tune's ``reuse_actors`` stays off: an
+ASHA-stopped trial's Train run would keep its CPUs), and torch with Ray Train remain: ``TorchTrainer`` needs
+them. The Train workers import what they run themselves (``train_worker``). Import times: docs/benchmarks.md,
+"Tune's overhead per trial".
 """
 
 from __future__ import annotations

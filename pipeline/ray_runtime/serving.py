@@ -3,7 +3,7 @@
     serve run pipeline.serve:app_builder model_base_path=models/generator policy=latest
 
 Versions change inside each replica (``pipeline.model_store``), never by a Serve redeploy: a redeploy with
-1 replica stalls requests for seconds, and a ``user_config`` change for about 3 s (../shared/FACTS.md).
+1 replica stalls requests, and so does a ``user_config`` change (figures: docs/benchmarks.md, "Changing versions").
 """
 
 from __future__ import annotations
