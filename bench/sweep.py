@@ -1,6 +1,6 @@
 """What the sweep costs and what ASHA saves, on the default sweep (params.yaml) and the prepared data.
 
-Prints, all measured in this run on this machine:
+Prints, all measured in one run on the machine it runs on:
 
 1. **Tune's overhead per trial**: each of the first ``--overhead-trials`` grid points runs as a one-trial
    Tune sweep and as the same Train run outside Tune, the two alternating (which goes first alternates too)

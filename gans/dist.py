@@ -62,7 +62,7 @@ def wrap(module: nn.Module, device: torch.device, sync_batchnorm: bool = False) 
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     device_ids = [device.index] if device.type == "cuda" else None
     # An explicit bucket cap also drops DDP's 1 MB first bucket: a GAN's G or D then all-reduces its gradients
-    # in one call per update, not two. Each gloo call costs ~1-2 ms on CPU whatever its size.
+    # in one call per update, not two: each gloo call has a fixed cost on CPU whatever its size.
     return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False, bucket_cap_mb=BUCKET_CAP_MB)
 
 

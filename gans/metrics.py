@@ -143,7 +143,7 @@ def keep_channels_last(graph: torch._C.Graph) -> int:
     """Remove the graph's ``aten::contiguous`` calls (it has 46); return how many.
 
     They only change memory layout: they turn channels-last activations back into NCHW, where CPU pooling is
-    ~10× slower and every convolution reorders its input. Values are unchanged.
+    much slower and every convolution reorders its input. Values are unchanged.
     """
     nodes = list(graph.findAllNodes("aten::contiguous"))
     for node in nodes:
