@@ -152,3 +152,14 @@ def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
     assert params_diff["sweep/best.yaml"]["loss.name"] == {"old": winner["loss"]["name"], "new": None}
     assert params_diff["sweep/best.yaml"]["trial.label"]["old"] == winner["trial"]["label"]
     assert (root / "models/generator/LATEST").read_text().strip() == "2"  # a new version beside the first
+
+    # The plots a reviewer compares across commits are in git: a fresh clone (no DVC cache, no remote) draws them.
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "second run"], root, env)
+    clone = root.parent / "fresh-clone"
+    _run(["git", "clone", "-q", str(root), str(clone)], root.parent, env)
+    assert not (clone / ".dvc" / "cache").exists()
+    _run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", "page"], clone, env)
+    page = (clone / "page" / "index.html").read_text()
+    for drawn in ("fid_curves.csv", "fid_heatmap.png", "samples.png", "losses.png", "g_loss.tsv"):
+        assert drawn in page, drawn
