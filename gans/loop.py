@@ -20,6 +20,8 @@ Divergence (a non-finite or exploding loss or gradient norm) never snapshots the
 returns, and reports as its final checkpoint, the state of its last good snapshot (step 0 before any) with
 the whole history. Without ``divergence`` in ``stop_on`` a non-finite metric raises ``TrainingDiverged``
 on every rank after a last report with ``diverged: 1``.
+
+What a run carries from step to step, and the keys of its checkpoint dict, are ``gans.train_state.TrainState``.
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ from tqdm import tqdm
 
 from gans import checkpoint, dist
 from gans import precision as precision_choice
-from gans.augment import Augment, check_augment_config
-from gans.diagnosis import DIAGNOSES, check_stop_on, diagnose
+from gans.augment import check_augment_config
+from gans.diagnosis import DIAGNOSES, Diagnosis, check_stop_on, diagnose
 from gans.config import ConfigError, GANConfig
 from gans.data import PreparedDataset, batch_indices
 from gans.errors import UserError
-from gans.ema import copy_buffers, make_ema, update_ema
+from gans.ema import copy_buffers, update_ema
 from gans.losses import build_loss, check_loss_config
-from gans.models import build_models, check_model_config
-from gans.step import Precision, discriminator_step, generate, generator_step, make_optimizers, timing_step
+from gans.models import check_model_config
+from gans.step import discriminator_step, generate, generator_step, timing_step
+from gans.train_state import TrainState, cpu_state_dict, resume_conflicts  # noqa: F401  (re-exported from here)
+
 
 class TrainingStopped(UserError):
     """A failure mode in ``train.stop_on`` ended the run (a sweep trial fails with this)."""
@@ -68,26 +72,6 @@ def stop_message(metrics: dict[str, Any]) -> Optional[str]:
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
 ScoreFn = Callable[[torch.nn.Module], dict[str, float]]
-
-
-def resume_conflicts(saved: GANConfig, saved_world_size: int, cfg: GANConfig, world_size: int) -> list[str]:
-    """What differs between a checkpoint's run and the run that would continue it, as "key: old → new".
-
-    A run is defined by its data, model, loss and optimizer, and also by everything that decides its data
-    order and noise streams: the seed, the batch size, the D updates per G update and the world size.
-    ``train.steps`` may grow; logging and snapshot cadence may change.
-    """
-    conflicts = [f"{section} section" for section in ("data", "model", "loss", "optim", "augment")
-                 if getattr(saved, section) != getattr(cfg, section)]
-    for key, old, new in (
-        ("train.seed", saved.train.seed, cfg.train.seed),
-        ("train.batch_size", saved.train.batch_size, cfg.train.batch_size),
-        ("train.n_critic", saved.n_critic, cfg.n_critic),
-        ("world size (workers)", saved_world_size, world_size),
-    ):
-        if old != new:
-            conflicts.append(f"{key} {old} → {new}")
-    return conflicts
 
 
 def check_config(cfg: GANConfig) -> None:
@@ -161,8 +145,129 @@ def choose_precision(cfg: GANConfig, device: torch.device, batch: int, resume: O
     return precision_choice.decide(cfg.train.amp, cfg.train.channels_last, device, steps_of, shapes)
 
 
-def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
+def check_dataset(cfg: GANConfig, dataset: PreparedDataset) -> None:
+    """``ConfigError`` when the prepared images are not the shape the config trains on."""
+    if dataset.image_shape != cfg.image_shape:
+        raise ConfigError(f"The dataset holds images {dataset.image_shape} but the config asks for "
+                          f"{cfg.image_shape}; rerun prepare.")
+
+
+def wrap_for_training(state: TrainState, loss: Any, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """G and D as they train: under DDP with several processes (``gans.dist.wrap``), else themselves.
+
+    SyncBatchNorm where the device has it (``train.sync_batchnorm``); not in a D whose penalty differentiates
+    twice (SyncBatchNorm has no double backward).
+    """
+    sync_batchnorm = state.cfg.train.sync_batchnorm
+    penalised = loss.gp_weight > 0 or state.cfg.loss.r1_weight > 0
+    G_train = dist.wrap(state.G, device, sync_batchnorm=sync_batchnorm)
+    D_train = dist.wrap(state.D, device, sync_batchnorm=sync_batchnorm and not penalised)
+    return G_train, D_train
+
+
+def sync_generator_buffers(state: TrainState) -> None:
+    """Make G's BatchNorm statistics agree over ranks before saving or scoring, and give them to G_ema."""
+    dist.average_buffers(state.G)  # BatchNorm statistics drift apart per rank
+    copy_buffers(state.G_ema, state.G)  # the synced BatchNorm statistics; G_ema's averaged weights stay
+
+
+def interval_metrics(interval: dict[str, list[float]], world: int) -> dict[str, float]:
+    """The interval's per-step statistics as means over its steps and over the ranks; empties ``interval``."""
+    metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
+    metrics["global_batch"] = metrics.pop("worker_batch") * world  # real images per D update, all ranks
+    interval.clear()
+    return metrics
+
+
+def score_generator(state: TrainState, metrics: dict[str, float], score: Optional[ScoreFn]) -> None:
+    """Score G_ema into ``metrics`` (main rank) and keep the best-scored weights; every rank syncs buffers."""
+    sync_generator_buffers(state)
+    if score is not None and dist.is_main():
+        metrics.update(score(state.G_ema))
+        state.keep_if_best(metrics["fid"])
+
+
+def diagnose_history(state: TrainState) -> dict[str, Diagnosis]:
+    """The failure modes the history shows now (mode collapse: main rank only); new ones are printed."""
+    found = {diagnosis.name: diagnosis for diagnosis in diagnose(state.history)}
+    for name in found.keys() - state.diagnosed.keys():
+        if dist.is_main():
+            tqdm.write(f"[train] diagnosis: {found[name].sentence()}")
+    state.diagnosed.update(found)
+    return found
+
+
+def end_interval(state: TrainState, interval: dict[str, list[float]], *, real_images: int, scored: bool, bar: tqdm,
+                 log: Optional[LogFn], report: Optional[ReportFn], should_stop: Optional[Callable[[], bool]],
+                 score: Optional[ScoreFn]) -> bool:
+    """Close a logging interval: metrics, ADA, FID, history, diagnosis, log; whether the run stops here.
+
+    ``real_images``: real images D saw over the interval on all ranks. A failure mode in ``train.stop_on``
+    becomes ``state.stopped_by``; non-finite metrics without ``divergence`` there raise ``TrainingDiverged``
+    after a last report. The answer is the same on every rank (a stop on any rank stops all).
+    """
+    train = state.cfg.train
+    metrics = interval_metrics(interval, state.world_size)
+    if state.augment.ops:  # ADA's controller sees the same rank-averaged E[sign(D(real))] on every rank
+        state.augment.adapt(metrics["d_real_sign"], real_images)
+        metrics["augment_p"] = state.augment.p
+    broken = sorted(key for key, value in metrics.items() if not math.isfinite(value))
+    if not broken and scored:  # (the metrics are equal on every rank: with broken ones, every rank stops below)
+        score_generator(state, metrics, score)
+    state.history.append({"step": state.step, **metrics})
+    found = diagnose_history(state)
+    bar.set_postfix({key: f"{metrics[key]:.3f}" for key in ("d_loss", "g_loss", "fid") if key in metrics})
+    if log is not None and dist.is_main():
+        log({**metrics, **{f"diagnosis/{name}": float(name in found) for name in DIAGNOSES.names()}}, state.step)
+    halt = sorted(name for name in found if name in train.stop_on)
+    if broken and "divergence" not in halt:  # NaN weights cannot train on
+        if report is not None:
+            report({**metrics, "fid": math.inf, "diverged": 1.0}, state.step, None)
+        raise TrainingDiverged(f"Training diverged at step {state.step} ({', '.join(broken)} not finite); "
+                               "lower optim.lr_d / optim.lr_g or change loss.name.")
+    stop = bool(dist.mean_over_ranks({"stop": float(bool(halt or (should_stop and should_stop())))})["stop"] > 0)
+    if halt:
+        state.stopped_by = halt
+    return stop
+
+
+def save_snapshot(saved: dict[str, Any], work_dir: Path, step: int) -> Optional[Path]:
+    """Write ``saved`` to ``work_dir/snapshot-<step>/`` on the main rank and delete older snapshots; its dir there."""
+    if not dist.is_main():
+        return None
+    ckpt_dir = work_dir / f"snapshot-{step:07d}"
+    checkpoint.save(saved, ckpt_dir / checkpoint.FILENAME)
+    for old in work_dir.glob("snapshot-*"):
+        if old != ckpt_dir:
+            shutil.rmtree(old, ignore_errors=True)
+    return ckpt_dir
+
+
+def snapshot(state: TrainState, work_dir: Path, report: Optional[ReportFn]) -> dict[str, Any]:
+    """Agree on buffers, check the replicas are equal, save and report; the snapshot's checkpoint dict."""
+    sync_generator_buffers(state)
+    dist.average_buffers(state.D)
+    replicas = dist.gather(dist.fingerprint(state.G.state_dict()))
+    if len(set(replicas)) > 1:
+        raise RuntimeError(f"Generator replicas diverged across ranks at step {state.step}: {replicas}.")
+    saved = state.to_checkpoint()
+    ckpt_dir = save_snapshot(saved, work_dir, state.step)
+    if report is not None:
+        extra = {"fid": math.inf, "stopped_by": ",".join(state.stopped_by)} if state.stopped_by else {}
+        report({**(state.history[-1] if state.history else {}), **extra, "replica_fingerprints": replicas},
+               state.step, ckpt_dir)
+    return saved
+
+
+def roll_back(state: TrainState, last_good: dict[str, Any], work_dir: Path, report: Optional[ReportFn]
+              ) -> dict[str, Any]:
+    """After divergence: save and report the last good snapshot's state with the whole history; that state."""
+    final = state.rolled_back(last_good)
+    ckpt_dir = save_snapshot(final, work_dir, state.step)
+    if report is not None:
+        report({**state.history[-1], "fid": math.inf, "diverged": 1.0, "stopped_by": ",".join(state.stopped_by)},
+               state.step, ckpt_dir)
+    return final
 
 
 def fit(
@@ -188,186 +293,56 @@ def fit(
     check_config(cfg)
     if cfg.train.deterministic:
         make_deterministic()
-    device = torch.device(device)
-    rank, world = dist.rank(), dist.world_size()
-    train = cfg.train
-    if dataset.image_shape != cfg.image_shape:
-        raise ConfigError(f"The dataset holds images {dataset.image_shape} but the config asks for {cfg.image_shape}; rerun prepare.")
-
+    device, rank, world, train = torch.device(device), dist.rank(), dist.world_size(), cfg.train
+    check_dataset(cfg, dataset)
     batch = worker_batch(train.batch_size, world)
     decision = dist.gather(choose_precision(cfg, device, batch, resume) if dist.is_main() else None)[0]  # rank 0's
     if dist.is_main():
         tqdm.write(f"[train] {decision.sentence()}")
-
-    torch.manual_seed(train.seed)  # identical initial weights on every rank
-    G, D = build_models(cfg)
-    memory_format = torch.channels_last if decision.channels_last else torch.contiguous_format
-    G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
-    precision = Precision.of(device, decision)
-    G_ema = make_ema(G)
-    G_init = cpu_state_dict(G)
-    opt_g, opt_d = make_optimizers(cfg, G, D)
+    state = TrainState.create(cfg, decision, device, world, resume)
     loss = build_loss(cfg.loss)
-    augment = Augment.create(cfg.augment)
-    fixed_z = torch.randn(train.n_fixed, cfg.model.z_dim, generator=torch.Generator().manual_seed(train.seed))
-    step, history = 0, []
-    best: Optional[dict[str, Any]] = None  # {"step", "fid", "G_ema"}: the best-scored averaged generator so far
-    diagnosed: dict[str, Any] = {}  # failure modes found so far (name → latest gans.diagnosis.Diagnosis)
-    stopped_by: list[str] = []  # the train.stop_on modes that ended the run
-
-    if resume is not None:
-        conflicts = resume_conflicts(resume["config"], int(resume["world_size"]), cfg, world)
-        if conflicts:
-            raise ConfigError(f"Cannot resume: the checkpoint's run differs ({'; '.join(conflicts)}); "
-                              "set train.resume: false to start fresh.")
-        G.load_state_dict(resume["G"])
-        D.load_state_dict(resume["D"])
-        G_ema.load_state_dict(resume["G_ema"])
-        opt_g.load_state_dict(resume["opt_g"])
-        opt_d.load_state_dict(resume["opt_d"])
-        G_init, fixed_z = resume["G_init"], resume["fixed_z"]
-        step = int(resume["step"])
-        history = [row for row in resume["history"] if row["step"] <= step]  # a rolled-back state logged past its step
-        best = resume.get("best")
-        augment.p = float(resume.get("augment_p", augment.p))
-        torch.set_rng_state(resume["rng"]["torch"])
-        for scaler, saved_scaler in ((precision.scaler_d, resume["scalers"]["d"]), (precision.scaler_g, resume["scalers"]["g"])):
-            if saved_scaler:  # empty when the saved run trained without AMP
-                scaler.load_state_dict(saved_scaler)
-
-    # SyncBatchNorm where the device has it (train.sync_batchnorm); not in a D whose penalty differentiates twice.
-    penalised = loss.gp_weight > 0 or cfg.loss.r1_weight > 0
-    G_train = dist.wrap(G, device, sync_batchnorm=train.sync_batchnorm)
-    D_train = dist.wrap(D, device, sync_batchnorm=train.sync_batchnorm and not penalised)
-    work_dir = Path(work_dir)
-
-    def full_state() -> dict[str, Any]:
-        return {
-            "config": cfg,
-            "step": step,
-            "world_size": world,
-            "G": cpu_state_dict(G),
-            "D": cpu_state_dict(D),
-            "G_ema": cpu_state_dict(G_ema),
-            "G_init": G_init,
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(),
-            "scalers": {"d": precision.scaler_d.state_dict(), "g": precision.scaler_g.state_dict()},
-            "rng": {"torch": torch.get_rng_state()},
-            "fixed_z": fixed_z,
-            "history": history,
-            "best": best,
-            "augment_p": augment.p,
-            "diagnosis": [diagnosis.to_dict() for _, diagnosis in sorted(diagnosed.items())],
-            "stopped_by": list(stopped_by),
-            "precision": decision.to_dict(),
-        }
-
-    last_good = full_state()  # what a run stopped by divergence returns: the latest snapshot's state
-
-    def sync_generator_buffers() -> None:
-        dist.average_buffers(G)  # BatchNorm statistics drift apart per rank; agree before saving or scoring
-        copy_buffers(G_ema, G)  # the synced BatchNorm statistics; G_ema's averaged weights stay
-
-    def snapshot() -> tuple[Optional[Path], list[str]]:
-        sync_generator_buffers()
-        dist.average_buffers(D)
-        replicas = dist.gather(dist.fingerprint(G.state_dict()))
-        if len(set(replicas)) > 1:
-            raise RuntimeError(f"Generator replicas diverged across ranks at step {step}: {replicas}.")
-        nonlocal last_good
-        last_good = full_state()
-        return save(last_good), replicas
-
-    def save(state: dict[str, Any]) -> Optional[Path]:
-        if not dist.is_main():
-            return None
-        ckpt_dir = work_dir / f"snapshot-{step:07d}"
-        checkpoint.save(state, ckpt_dir / checkpoint.FILENAME)
-        for old in work_dir.glob("snapshot-*"):
-            if old != ckpt_dir:
-                shutil.rmtree(old, ignore_errors=True)
-        return ckpt_dir
-
-    n_images, n_critic = len(dataset), cfg.n_critic
+    G_train, D_train = wrap_for_training(state, loss, device)
+    G, D, precision, augment, work_dir = state.G, state.D, state.precision, state.augment, Path(work_dir)
+    last_good = state.to_checkpoint()  # what a run stopped by divergence returns: the latest snapshot's state
+    n_images, n_critic, z_dim, last_log_step = len(dataset), cfg.n_critic, cfg.model.z_dim, state.step
     interval: dict[str, list[float]] = defaultdict(list)
-    last_log_step = step
-    bar = tqdm(total=train.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main()))
-    while step < train.steps:
-        seed_step(step_seed(train.seed, rank, world, step), device)
+    shown = progress and dist.is_main()
+    bar = tqdm(total=train.steps, initial=state.step, desc="train", unit="step", disable=not shown)
+    while state.step < train.steps:
+        seed_step(step_seed(train.seed, rank, world, state.step), device)
 
         # Update D (n_critic times); the last batch of samples keeps G's graph for G's update.
         for critic_step in range(n_critic):
-            indices = batch_indices(step * n_critic + critic_step, n_images, batch, train.seed, rank, world)
-            real = dataset.batch(indices).to(device, memory_format=memory_format)
+            indices = batch_indices(state.step * n_critic + critic_step, n_images, batch, train.seed, rank, world)
+            real = dataset.batch(indices).to(device, memory_format=state.memory_format)
             last = critic_step == n_critic - 1
-            fake = generate(G_train if last else G, torch.randn(batch, cfg.model.z_dim, device=device), precision, grad=last)
-            d_stats = discriminator_step(D_train, opt_d, loss, real, fake, D_plain=D, precision=precision,
+            fake = generate(G_train if last else G, torch.randn(batch, z_dim, device=device), precision, grad=last)
+            d_stats = discriminator_step(D_train, state.opt_d, loss, real, fake, D_plain=D, precision=precision,
                                          augment=augment, r1_weight=cfg.loss.r1_weight)
-            for key, value in d_stats.items():
+            for key, value in {**d_stats, "worker_batch": real.shape[0]}.items():
                 interval[key].append(value)
-            interval["worker_batch"].append(real.shape[0])
 
         # Update G.
-        g_stats = generator_step(G_train, D, opt_g, loss, fake, precision=precision, augment=augment)
-        update_ema(G_ema, G, train.ema_decay)
-        step += 1
+        g_stats = generator_step(G_train, D, state.opt_g, loss, fake, precision=precision, augment=augment)
+        update_ema(state.G_ema, G, train.ema_decay)
+        state.step += 1
         bar.update(1)
         for key, value in g_stats.items():
             interval[key].append(value)
 
-        # Log (and score, and diagnose).
-        stop = False
-        scored = bool(train.fid_every) and step % train.fid_every == 0
-        if step % train.log_every == 0 or step == train.steps or scored:
-            metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
-            metrics["global_batch"] = metrics.pop("worker_batch") * world  # real images per D update, all ranks
-            interval.clear()
-            if augment.ops:  # ADA's controller sees the same rank-averaged E[sign(D(real))] on every rank
-                augment.adapt(metrics["d_real_sign"], (step - last_log_step) * batch * world * n_critic)
-                metrics["augment_p"] = augment.p
-            last_log_step = step
-            broken = sorted(key for key, value in metrics.items() if not math.isfinite(value))
-            if not broken and scored:  # (the metrics are equal on every rank: with broken ones, every rank stops below)
-                sync_generator_buffers()
-                if score is not None and dist.is_main():
-                    metrics.update(score(G_ema))
-                    if best is None or metrics["fid"] < best["fid"]:
-                        best = {"step": step, "fid": metrics["fid"], "G_ema": cpu_state_dict(G_ema)}
-            history.append({"step": step, **metrics})
-            found = {diagnosis.name: diagnosis for diagnosis in diagnose(history)}  # (mode collapse: main rank only)
-            for name in found.keys() - diagnosed.keys():
-                if dist.is_main():
-                    tqdm.write(f"[train] diagnosis: {found[name].sentence()}")
-            diagnosed.update(found)
-            bar.set_postfix({key: f"{metrics[key]:.3f}" for key in ("d_loss", "g_loss", "fid") if key in metrics})
-            if log is not None and dist.is_main():
-                log({**metrics, **{f"diagnosis/{name}": float(name in found) for name in DIAGNOSES.names()}}, step)
-            halt = sorted(name for name in found if name in train.stop_on)
-            if broken and "divergence" not in halt:  # NaN weights cannot train on
-                if report is not None:
-                    report({**metrics, "fid": math.inf, "diverged": 1.0}, step, None)
-                raise TrainingDiverged(f"Training diverged at step {step} ({', '.join(broken)} not finite); "
-                                       "lower optim.lr_d / optim.lr_g or change loss.name.")
-            stop = bool(dist.mean_over_ranks({"stop": float(bool(halt or (should_stop and should_stop())))})["stop"] > 0)
-            if halt:
-                stopped_by = halt
+        # End of a logging interval (and of the run when a stop_on mode or should_stop says so).
+        stop, scored = False, bool(train.fid_every) and state.step % train.fid_every == 0
+        if state.step % train.log_every == 0 or state.step == train.steps or scored:
+            stop = end_interval(state, interval, real_images=(state.step - last_log_step) * batch * world * n_critic,
+                                scored=scored, bar=bar, log=log, report=report, should_stop=should_stop, score=score)
+            last_log_step = state.step
 
-        # Snapshot.
-        if stopped_by and "divergence" in stopped_by:  # the weights are broken: keep the last good ones
-            now = full_state()
-            final = {**last_good, **{key: now[key] for key in ("history", "diagnosis", "stopped_by")}}
-            ckpt_dir = save(final)
-            if report is not None:
-                report({**history[-1], "fid": math.inf, "diverged": 1.0, "stopped_by": ",".join(stopped_by)}, step, ckpt_dir)
-            bar.close()
-            return final
-        if step % train.snapshot_every == 0 or step == train.steps or stop:
-            ckpt_dir, replicas = snapshot()
-            if report is not None:
-                extra = {"fid": math.inf, "stopped_by": ",".join(stopped_by)} if stopped_by else {}
-                report({**(history[-1] if history else {}), **extra, "replica_fingerprints": replicas}, step, ckpt_dir)
+        # Snapshot: never of broken weights; a run stopped by divergence keeps its last good snapshot's.
+        if "divergence" in state.stopped_by:
+            last_good = roll_back(state, last_good, work_dir, report)
+        elif state.step % train.snapshot_every == 0 or state.step == train.steps or stop:
+            last_good = snapshot(state, work_dir, report)
         if stop:
             break
     bar.close()
-    return full_state()
+    return last_good if "divergence" in state.stopped_by else state.to_checkpoint()

@@ -42,7 +42,7 @@ BUDGET_S = 1.0
 """Seconds a calibration may spend timing candidates (after one warm-up step each)."""
 MIN_ROUNDS, MAX_ROUNDS = 3, 25
 DROP_SLOWER_THAN = 2.0
-"""A candidate slower than this factor × the fastest after the first round is timed no further."""
+"""A candidate whose best step is slower than this factor × the fastest's best is timed no further."""
 
 
 @dataclass(frozen=True, order=True)
@@ -174,7 +174,8 @@ def time_candidates(steps: dict[Candidate, Callable[[], None]], budget_s: float 
     """Seconds per step of each candidate: one warm-up step each, then interleaved rounds of one step each.
 
     Rounds go on until ``budget_s`` is spent (at least ``MIN_ROUNDS``, at most ``MAX_ROUNDS``); a candidate
-    more than ``DROP_SLOWER_THAN`` × slower than the fastest after the first round is timed no further.
+    whose best step so far is more than ``DROP_SLOWER_THAN`` × the fastest's is timed no further (one slow step,
+    a busy machine's hiccup, drops nothing).
     """
     for step in steps.values():  # allocator, oneDNN primitive caches
         step()
@@ -184,7 +185,7 @@ def time_candidates(steps: dict[Candidate, Callable[[], None]], budget_s: float 
         if round_ >= MIN_ROUNDS and clock() - start >= budget_s:
             break
         for candidate, step in steps.items():
-            if round_ > 0 and times[candidate][-1] > DROP_SLOWER_THAN * min(t[-1] for t in times.values()):
+            if round_ > 0 and min(times[candidate]) > DROP_SLOWER_THAN * min(min(t) for t in times.values()):
                 continue
             began = clock()
             step()
