@@ -1,7 +1,7 @@
 """Which backend the model server should run: ONNX Runtime against TorchScript, in one process, alternating.
 
 Exports params.yaml's generator architecture (fresh weights) once and times both backends as the server
-loads them (``gans.export.load_backend``, 1 inference thread, as ``python -m pipeline.serve --threads 1``)
+loads them (``gans.export.load_backend``, 1 inference thread, as ``python -m pipeline.serving.serve --threads 1``)
 at several batch sizes, rounds alternating so that machine noise falls on both. Prints images/s per
 backend and batch size and the ratio ONNX / TorchScript.
 

@@ -1,7 +1,7 @@
 """Load test of the model server on loopback, with a version swap in the middle of the load.
 
 Exports two versions of params.yaml's generator architecture (fresh weights, two seeds) into a temp model
-directory, starts ``python -m pipeline.serve`` on 127.0.0.1, and sends ``--requests`` predict requests from
+directory, starts ``python -m pipeline.serving.serve`` on 127.0.0.1, and sends ``--requests`` predict requests from
 ``--concurrency`` keep-alive connections; every 10th request is malformed (a rotating kind of bad request).
 When ``--swap-at`` of the requests are done, version 2 is renamed into the model directory, as the export
 stage writes it. Prints throughput, p50/p99 latency overall and across the swap, responses by status, the
@@ -18,6 +18,7 @@ import collections
 import http.client
 import json
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +30,10 @@ import torch
 from gans.config import GANConfig
 from gans.export import export_generator
 from gans.models import MODELS
-from pipeline.serve import server_process
+
+# Run as `python bench/serve_load.py`, this file's folder is on sys.path and the repo is not: tests/ is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helpers import server_process  # noqa: E402
 
 MALFORMED = [
     (b'{"seed": ', "application/json"),                           # malformed JSON

@@ -29,6 +29,7 @@ import torch
 from pipeline import sweep as sweep_stage
 from pipeline.params import Params, load_params
 from pipeline.ray_runtime import training as ray_training
+from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.cluster import clear_run, ray_session
 from pipeline.sweep_trial import train_worker
 
@@ -70,9 +71,10 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
     def tune_run(point: dict) -> tuple[float, float]:
         """Seconds of ``point`` as a one-trial Tune sweep: the trial (as Tune saw it) and the whole sweep."""
         started = time.perf_counter()
-        outcome, = ray_training.run_sweep(sweep_stage.run_trial, ray_training.search_space(points=[point]), ray_cfg,
-                                          constants=constants, metric=sweep_stage.METRIC, mode="min", max_concurrent=1,
-                                          scheduler=None, num_samples=1, seed=0, resume=False, label=sweep_stage.label)
+        space = tuning.search_space(dataclasses.replace(params.sweep, search="grid"), [point])
+        outcome, = tuning.run_sweep(sweep_stage.run_trial, space, ray_cfg,
+                                    constants=constants, metric=sweep_stage.METRIC, mode="min", max_concurrent=1,
+                                    scheduler=None, num_samples=1, seed=0, resume=False, label=sweep_stage.label)
         return outcome.wall_s, time.perf_counter() - started
 
     trial_walls, tune_walls, plain_walls = [], [], []

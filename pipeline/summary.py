@@ -29,7 +29,7 @@ def main() -> None:
     print(f"  dataset      {Path(paths.prepared) / 'preview.png'}")
     if latest.is_file():
         print(f"  generator    {Path(paths.models) / latest.read_text().strip()}  (TorchScript + ONNX + signature.json)")
-        print("  serve it:    python -m pipeline.serve   (http://127.0.0.1:8000/; README: Serving the generator)")
+        print("  serve it:    python -m pipeline.serving.serve   (http://127.0.0.1:8000/; README: Serving the generator)")
     print("  compare runs: dvc metrics diff | dvc exp show | dvc plots diff")
 
 

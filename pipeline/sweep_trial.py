@@ -16,10 +16,8 @@ from gans.config import GANConfig
 from gans.loop import TrainingStopped, stop_message
 from gans.losses import recommended_betas
 from pipeline.params import RayConfig, SweepConfig
-from pipeline.ray_runtime import training as ray_training
-
-LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
-"""The keys of a search-space point."""
+from pipeline.ray_runtime import tuning
+from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO
 
 
 def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> GANConfig:
@@ -54,6 +52,6 @@ def run_trial(config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ra
     """One Tune trial: the Train run of ``trial_config(config["point"])``; a run stopped by ``train.stop_on`` fails it."""
     cfg = trial_config(base, sweep, config["point"])
     loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
-    message = stop_message(ray_training.fit_trial(train_worker, loop_config, ray_cfg))
+    message = stop_message(tuning.fit_trial(train_worker, loop_config, ray_cfg))
     if message:  # a failure mode in train.stop_on (divergence by default) ended the run: the trial fails
         raise TrainingStopped(message)

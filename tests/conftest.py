@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs, a tiny prepared dataset on disk, and LFW photos for face detection."""
+"""Shared fixtures: a tiny prepared dataset on disk, and LFW photos for face detection (helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,8 @@ from PIL import Image
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from gans.config import GANConfig  # noqa: E402
 from gans.data import PreparedDataset, write_prepared  # noqa: E402
-
-
-def tiny_config(**sections) -> GANConfig:
-    """A small DCGAN config (32 px, narrow) with section overrides: tiny_config(train={"steps": 4})."""
-    base = {
-        "data": {"resolution": 32, "channels": 1},
-        "model": {"name": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8},
-        "train": {"steps": 4, "batch_size": 4, "log_every": 2, "snapshot_every": 2, "n_fixed": 4, "ema_decay": 0.9},
-    }
-    for name, values in sections.items():
-        base[name] = {**base.get(name, {}), **values}
-    return GANConfig.from_dict(base)
+from tests.helpers import tiny_config  # noqa: E402, F401 (defined in tests/helpers.py; kept importable from here)
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,7 @@ from gans import checkpoint
 from gans.augment import AUGMENTATIONS, Augment, color, cutout, translation
 from gans.config import AugmentConfig, ConfigError
 from gans.loop import fit
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _images(n=6, side=8, channels=1, seed=0):

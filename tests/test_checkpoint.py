@@ -3,7 +3,7 @@ import torch
 
 from gans import checkpoint
 from gans.loop import fit
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _assert_same_tensors(a: dict, b: dict):

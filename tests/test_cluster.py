@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gans import checkpoint, dist
-from pipeline.serve import free_port
+from tests.helpers import free_port
 from tests.test_ray_train import stage_params
 
 RAY = str(Path(sys.executable).parent / "ray")

@@ -5,13 +5,11 @@ user's repo gets it back with `dvc exp pull`, and the checkpoint from the DVC re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
-import dataclasses
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,27 +18,16 @@ import pytest
 import yaml
 
 from gans import checkpoint
-from pipeline.serve import free_port
-from tests.test_pipeline_e2e import REPO, TINY, _ignore, _set_params
+from tests.helpers import BIN, REPO, TINY, copy_ignore, free_port, run_command, set_params, tool_env
 
-BIN = Path(sys.executable).parent
 # Tiny and quick: no sweep, 20 steps of 2 DDP workers (one per node), two FID draws.
 JOB_OVERRIDES = ["-S", "sweep.enabled=false", "-S", "train.steps=20", "-S", "eval.fid_draws=2"]
 
 
-def _run(args, cwd, env, check=True):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
 def env():
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-            # Every process of one cluster must agree on auth; this private test cluster uses none.
-            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Every process of one cluster must agree on auth; this private test cluster uses none.
+    return tool_env(RAY_AUTH_MODE="disabled")
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +37,10 @@ def cluster(env):
     port, dashboard, client = free_port(), free_port(), free_port()
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
     try:
-        _run([BIN / "ray", "start", "--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-              f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}", *common], None, env)
-        _run([BIN / "ray", "start", f"--address=127.0.0.1:{port}", *common], None, env)
+        run_command([BIN / "ray", "start", "--head", f"--port={port}", "--include-dashboard=true",
+                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+                     *common], None, env)
+        run_command([BIN / "ray", "start", f"--address=127.0.0.1:{port}", *common], None, env)
         yield SimpleNamespace(jobs=f"http://127.0.0.1:{dashboard}", gcs=f"127.0.0.1:{port}")
     finally:
         subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
@@ -64,20 +52,20 @@ def repos(tmp_path_factory, env):
     remote `origin`, its DVC remote directory `storage`, and where the cluster checks jobs out."""
     base = tmp_path_factory.mktemp("cluster_job")
     user, bare, storage = base / "user", base / "remote.git", base / "dvc-remote"
-    shutil.copytree(REPO, user, ignore=_ignore)
-    _set_params(user, TINY)
-    _run(["git", "init", "-q", "--bare", bare], None, env)
+    shutil.copytree(REPO, user, ignore=copy_ignore)
+    set_params(user, TINY)
+    run_command(["git", "init", "-q", "--bare", bare], None, env)
     for command in (["git", "init", "-q"], ["git", "remote", "add", "origin", bare],
                     ["dvc", "remote", "add", "--local", "--default", "storage", storage],
                     ["dvc", "repro", "reference"],  # the data the job must get from the DVC remote, not recompute
                     ["git", "add", "-A"], ["git", "commit", "-qm", "tiny project, prepared data"]):
-        _run(command, user, env)
+        run_command(command, user, env)
     return {"user": user, "bare": bare, "storage": storage, "jobs": base / "cluster-jobs"}
 
 
 def _submit(repos, env, address, *args, check=True):
-    return _run([repos["user"] / "cluster" / "submit.sh", "--job-dir", repos["jobs"], *args],
-                repos["user"], {**env, "RAY_ADDRESS": address}, check=check)
+    return run_command([repos["user"] / "cluster" / "submit.sh", "--job-dir", repos["jobs"], *args],
+                       repos["user"], {**env, "RAY_ADDRESS": address}, check=check)
 
 
 def _job(cluster):
@@ -87,7 +75,7 @@ def _job(cluster):
 
 
 def _exp_refs(bare: Path, env) -> list[str]:
-    return _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], bare, env).stdout.split()
+    return run_command(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], bare, env).stdout.split()
 
 
 def test_bad_input_gets_one_sentence(repos, env):
@@ -106,17 +94,17 @@ def test_bad_input_gets_one_sentence(repos, env):
     assert result.stderr.strip() == ("submit.sh: no git remote 'upstream' is configured; add one the cluster can reach "
                                      "too: git remote add upstream URL (or pass --git-remote NAME).")
 
-    _run(["dvc", "remote", "default", "--local", "--unset"], user, env)
+    run_command(["dvc", "remote", "default", "--local", "--unset"], user, env)
     try:
         result = _submit(repos, env, unreachable, check=False)
     finally:
-        _run(["dvc", "remote", "default", "--local", "storage"], user, env)
+        run_command(["dvc", "remote", "default", "--local", "storage"], user, env)
     assert result.returncode == 1 and "submit.sh: no DVC remote is configured; add one" in result.stderr
 
     result = _submit(repos, env, unreachable, check=False)
     assert result.returncode == 1 and f"submit.sh: no Ray dashboard answers at {unreachable};" in result.stderr
     assert result.stderr.count("\n") == 1  # one sentence, no traceback
-    assert _run(["git", "for-each-ref"], repos["bare"], env).stdout == ""  # nothing was pushed
+    assert run_command(["git", "for-each-ref"], repos["bare"], env).stdout == ""  # nothing was pushed
 
 
 def test_a_failed_job_pushes_nothing(repos, env, cluster):
@@ -150,22 +138,22 @@ def test_a_job_comes_back_as_a_dvc_experiment(repos, env, cluster):
     assert "Running stage 'train'" in logs and "[job] pushed experiment cluster-ok" in logs
     assert not (repos["jobs"] / "cluster-ok").exists()  # a pushed job leaves no checkout behind
 
-    _run(["dvc", "exp", "pull", "origin", "cluster-ok"], user, env)
-    shown = json.loads(_run(["dvc", "exp", "show", "--json"], user, env).stdout)
+    run_command(["dvc", "exp", "pull", "origin", "cluster-ok"], user, env)
+    shown = json.loads(run_command(["dvc", "exp", "show", "--json"], user, env).stdout)
     (exp,) = [rev for baseline in shown for exp in baseline.get("experiments") or [] for rev in exp["revs"]
               if rev["name"] == "cluster-ok"]
     metrics = exp["data"]["metrics"]["metrics/eval.json"]["data"]
     assert 0 < metrics["fid"] < float("inf") and metrics["step"] == 20
     assert exp["data"]["params"]["params.yaml"]["data"]["train"]["steps"] == 20
-    diff = json.loads(_run(["dvc", "metrics", "diff", "HEAD", "cluster-ok", "--json"], user, env).stdout)
+    diff = json.loads(run_command(["dvc", "metrics", "diff", "HEAD", "cluster-ok", "--json"], user, env).stdout)
     assert diff["metrics/eval.json"]["fid"] == {"old": None, "new": metrics["fid"]}  # HEAD ran no evaluate
 
-    _run(["dvc", "exp", "apply", "cluster-ok"], user, env)
+    run_command(["dvc", "exp", "apply", "cluster-ok"], user, env)
     try:
         _check_applied(repos, env, metrics)
     finally:  # back to the committed HEAD, for the tests after this one
-        _run(["git", "reset", "-q", "--hard"], user, env)
-        _run(["git", "clean", "-qfd"], user, env)
+        run_command(["git", "reset", "-q", "--hard"], user, env)
+        run_command(["git", "clean", "-qfd"], user, env)
 
 
 def _check_applied(repos, env, metrics):
@@ -176,7 +164,7 @@ def _check_applied(repos, env, metrics):
     (out,) = [out for out in lock["stages"]["train"]["outs"] if out["path"] == "artifacts/train"]
     shutil.rmtree(user / ".dvc" / "cache")
     shutil.rmtree(user / "artifacts" / "train")
-    _run(["dvc", "pull", "train"], user, env)
+    run_command(["dvc", "pull", "train"], user, env)
     state = checkpoint.load(user / "artifacts/train/checkpoint.pt")
     assert state["step"] == 20 and state["world_size"] == 2
     run_info = json.loads((user / "artifacts/train/run.json").read_text())
@@ -187,7 +175,7 @@ def _check_applied(repos, env, metrics):
 
     # Applied: the workspace holds the experiment's outputs, params and metrics, the baseline stays HEAD.
     assert yaml.safe_load((user / "params.yaml").read_text())["ray"]["address"] is None  # nothing to reset
-    diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], user, env).stdout)
+    diff = json.loads(run_command(["dvc", "metrics", "diff", "--json"], user, env).stdout)
     assert diff["metrics/eval.json"]["fid"]["new"] == metrics["fid"]
 
 
@@ -195,15 +183,15 @@ def test_sweep_trials_run_at_once_on_different_nodes(tmp_path, cluster, monkeypa
     """Two trials of one 1-CPU worker each on two 1-CPU nodes: Tune runs them together, one per node."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster
     from pipeline import sweep as sweep_stage
-    from pipeline.ray_runtime import training as ray_training
+    from pipeline.ray_runtime import tuning
     from tests.test_sweep import _faces, _sweep_params
 
     params = _sweep_params(tmp_path, _faces(tmp_path), losses=["bce", "hinge"], ttur_ratios=[1], scheduler="fifo",
                            max_concurrent=2, workers_per_trial=1, cpus_per_worker=1)
     params = dataclasses.replace(params, ray=dataclasses.replace(params.ray, address=cluster.gcs))
     outcomes = []
-    run_sweep = ray_training.run_sweep
-    monkeypatch.setattr(ray_training, "run_sweep", lambda *args, **kwargs: outcomes.extend(run_sweep(*args, **kwargs)) or outcomes)
+    run_sweep = tuning.run_sweep
+    monkeypatch.setattr(tuning, "run_sweep", lambda *args, **kwargs: outcomes.extend(run_sweep(*args, **kwargs)) or outcomes)
     assert sweep_stage.run(params)["trials"] == 2
 
     assert len(outcomes) == 2 and all(outcome.error is None and outcome.reports for outcome in outcomes)

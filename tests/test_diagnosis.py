@@ -17,7 +17,8 @@ from gans.loop import TrainingDiverged, fit
 from gans.metrics import InTrainingFID, features_of_images, make_extractor, reference_statistics, sample_diversity
 from gans.models.families import MODELS
 from gans.models.mlp import MLP
-from tests.conftest import _lfw_subset, tiny_config
+from tests.conftest import _lfw_subset
+from tests.helpers import tiny_config
 
 
 def _row(step, d_acc=0.7, g_loss=1.0, **extra):

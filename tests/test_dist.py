@@ -160,7 +160,7 @@ def test_the_sync_batchnorm_conversion_keeps_the_modules_parameters_and_state_ke
     """What the loop relies on when ``wrap`` converts on CUDA: G's children are replaced in place, its
     parameters (held by the optimizer) and its state-dict (checkpoints) stay."""
     from gans.models import build_models
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     G, _ = build_models(tiny_config())
     parameters, state = list(G.parameters()), {k: v.clone() for k, v in G.state_dict().items()}

@@ -6,7 +6,7 @@ import torch
 
 from gans.ema import make_ema, standing_statistics, update_ema
 from gans.models import build_models
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_ema_moves_towards_the_model_by_one_minus_decay():

@@ -14,7 +14,7 @@ from gans.export import ExportError, export_generator, fold_spectral_norm, load_
 from gans.loop import fit
 from gans.models import build_models
 from gans.models.layers import SelfAttention
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 BATCH_SIZES = (1, 5, 17)
 

@@ -1,4 +1,4 @@
-"""Latent-space tools: interpolation paths, vector arithmetic, the labelled grid and ``python -m pipeline.latent``."""
+"""Latent-space tools: interpolation paths, vector arithmetic, the labelled grid and ``python -m pipeline.tools.latent``."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from gans.latent import LatentError, arithmetic_latents, interpolation_latents, 
 from gans.loop import fit
 from gans.models import build_models
 from gans.plots import labelled_grid_title_band, save_labelled_grid
-from pipeline import latent as latent_cli
-from tests.conftest import tiny_config
+from pipeline.tools import latent as latent_cli
+from tests.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODELS = {
@@ -172,7 +172,7 @@ def trained_checkpoint(tmp_path, tiny_dataset) -> tuple[Path, dict]:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.latent", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipeline.tools.latent", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
 
 

@@ -8,7 +8,7 @@ import pytest
 from gans import checkpoint, loop
 from gans.diagnosis import DIAGNOSES
 from gans.loop import fit, step_seed
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 METRIC_KEYS = {"d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_grad_norm", "g_grad_norm"}
 

@@ -9,24 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from gans import checkpoint
 from gans.errors import UserError
 from gans.export import export_generator
-from gans.loop import fit
-from pipeline.model_store import ModelStore, UnknownVersion, Watcher, versions_on_disk, wanted_versions
-from tests.conftest import tiny_config
+from pipeline.serving.model_store import ModelStore, UnknownVersion, Watcher, versions_on_disk, wanted_versions
+from tests.helpers import tiny_generators
 
 
 @pytest.fixture(scope="module")
 def generators(tmp_path_factory):
     """Two tiny generators with different weights, and their config."""
-    from gans.data import PreparedDataset, write_prepared
-
-    work = tmp_path_factory.mktemp("store")
-    images = np.random.default_rng(0).integers(0, 256, size=(16, 1, 32, 32), dtype=np.uint8)
-    dataset = PreparedDataset(write_prepared(work / "prepared", images, {"count": 16}))
-    states = [fit(tiny_config(train={"steps": 1, "seed": seed}), dataset, work_dir=work / f"run{seed}") for seed in (0, 1)]
-    return [checkpoint.load_generator(s) for s in states], states[0]["config"]
+    return tiny_generators(tmp_path_factory.mktemp("store"), steps=1)
 
 
 def _export(generators, cfg, root, index, version):

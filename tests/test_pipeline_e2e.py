@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,58 +11,19 @@ import yaml
 from PIL import Image
 
 from gans.export import load_exported
-
-REPO = Path(__file__).resolve().parents[1]
-# Top-level outputs and environments are not copied; neither are caches anywhere.
-TOP_LEVEL_SKIP = {".venv", ".git", "runs", "data", "artifacts", "models", "dvclive", "metrics", "plots", "sweep", ".pytest_cache"}
-ANYWHERE_SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info")
-
-
-def _ignore(directory: str, names: list[str]) -> set[str]:
-    skipped = set(ANYWHERE_SKIP(directory, names))
-    if Path(directory) == REPO:
-        skipped |= TOP_LEVEL_SKIP & set(names)
-    elif Path(directory) == REPO / ".dvc":
-        skipped |= {"cache", "tmp"} & set(names)
-    return skipped
-
-TINY = {
-    "data": {"limit": 40},
-    "model": {"g_width": 8, "d_width": 8, "z_dim": 16},
-    "train": {"steps": 40, "batch_size": 8, "log_every": 10, "snapshot_every": 20, "n_fixed": 16, "fid_every": 20,
-              "fid_samples": 24},
-    "sweep": {"ttur_ratios": [1, 4], "losses": ["bce", "hinge"], "steps": 40, "fid_every": 20, "grace_steps": 20,
-              "reduction_factor": 2},
-    "eval": {"n_fake": 40, "batch_size": 20, "kid_subsets": 5, "kid_subset_size": 20, "grid_size": 16,
-             "training_stats_fid": True},
-}
-
-
-def _run(args, cwd, env):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout + result.stderr
-
-
-def _set_params(repo: Path, overrides: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+from tests.helpers import REPO, TINY, command_output, copy_ignore, run_command, set_params, tool_env
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e") / "repo"
-    shutil.copytree(REPO, root, ignore=_ignore)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    _set_params(root, TINY)
-    _run(["git", "init", "-q"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "tiny"], root, env)
-    first = _run(["dvc", "repro"], root, env)
+    shutil.copytree(REPO, root, ignore=copy_ignore)
+    env = tool_env()
+    set_params(root, TINY)
+    run_command(["git", "init", "-q"], root, env)
+    run_command(["git", "add", "-A"], root, env)
+    run_command(["git", "commit", "-qm", "tiny"], root, env)
+    first = command_output(["dvc", "repro"], root, env)
     return root, env, first
 
 
@@ -126,27 +83,27 @@ def test_repro_produces_every_stage_output(repo):
 
 def test_second_repro_is_a_no_op(repo):
     root, env, _ = repo
-    log = _run(["dvc", "repro"], root, env)
+    log = command_output(["dvc", "repro"], root, env)
     assert "Running stage" not in log
     assert "Data and pipelines are up to date" in log
 
 
 def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
     root, env, _ = repo
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "first run"], root, env)
+    run_command(["git", "add", "-A"], root, env)
+    run_command(["git", "commit", "-qm", "first run"], root, env)
     winner = yaml.safe_load((root / "sweep/best.yaml").read_text())
-    _set_params(root, {"train": {"steps": 60}, "sweep": {"enabled": False}})
-    log = _run(["dvc", "repro"], root, env)
+    set_params(root, {"train": {"steps": 60}, "sweep": {"enabled": False}})
+    log = command_output(["dvc", "repro"], root, env)
     assert "Stage 'prepare' didn't change" in log and "Stage 'reference' didn't change" in log
     assert "Running stage 'sweep'" in log and "[train] no sweep winner: params.yaml as it is" in log
     assert "Running stage 'train'" in log
     assert "[evaluate] initial generator (G_init): FID" in log and "(cached: these weights" in log  # same step-0 G
-    diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], root, env))
+    diff = json.loads(command_output(["dvc", "metrics", "diff", "--json"], root, env))
     eval_diff = diff["metrics/eval.json"]
     assert eval_diff["step"] == {"old": 40, "new": 60, "diff": 20}
     assert eval_diff["fid_final"]["old"] != eval_diff["fid_final"]["new"]  # (`fid` may be the same best snapshot)
-    params_diff = json.loads(_run(["dvc", "params", "diff", "--json"], root, env))
+    params_diff = json.loads(command_output(["dvc", "params", "diff", "--json"], root, env))
     assert params_diff["params.yaml"]["train.steps"]["old"] == 40 and params_diff["params.yaml"]["train.steps"]["new"] == 60
     # The winner's values were params of train: DVC shows them leaving with the sweep turned off.
     assert params_diff["sweep/best.yaml"]["loss.name"] == {"old": winner["loss"]["name"], "new": None}
@@ -154,12 +111,12 @@ def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
     assert (root / "models/generator/LATEST").read_text().strip() == "2"  # a new version beside the first
 
     # The plots a reviewer compares across commits are in git: a fresh clone (no DVC cache, no remote) draws them.
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "second run"], root, env)
+    run_command(["git", "add", "-A"], root, env)
+    run_command(["git", "commit", "-qm", "second run"], root, env)
     clone = root.parent / "fresh-clone"
-    _run(["git", "clone", "-q", str(root), str(clone)], root.parent, env)
+    run_command(["git", "clone", "-q", str(root), str(clone)], root.parent, env)
     assert not (clone / ".dvc" / "cache").exists()
-    _run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", "page"], clone, env)
+    run_command(["dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", "page"], clone, env)
     page = (clone / "page" / "index.html").read_text()
     for drawn in ("fid_curves.csv", "fid_heatmap.png", "samples.png", "losses.png", "g_loss.tsv"):
         assert drawn in page, drawn

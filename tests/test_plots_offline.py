@@ -1,5 +1,5 @@
 """`dvc plots show`/`diff` pages draw with no network: `.dvc/config` points dvc at a template that carries
-Vega, Vega-Lite and Vega-Embed inline (pipeline/plots_template.py).
+Vega, Vega-Lite and Vega-Embed inline (pipeline/tools/plots_template.py).
 
 The end-to-end tests use a real git+DVC repo in a temp dir with this repo's `plots.html_template` setting and
 file, the venv's `dvc`, and a real headless Chromium whose DNS and proxy are shut, so a CDN could not load.
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.plots_template import LIBRARIES, configured_template, inlined, render, sha256
+from pipeline.tools.plots_template import LIBRARIES, configured_template, inlined, render, sha256
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))

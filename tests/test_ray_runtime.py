@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.params import RAY_JOB_VARIABLE, RayConfig
-from pipeline.ray_runtime import cluster, training
+from pipeline.ray_runtime import cluster, training, tuning
 
 
 @pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
@@ -37,8 +37,7 @@ def _worker(config):
 
 
 def _trial(config):
-    trainer = training.make_trainer(_worker, {"x": config["x"]}, RayConfig(num_workers=1, storage_path=config["storage"]),
-                                       name=training.trial_name(), report_to_tune=True)
+    trainer = tuning.trial_trainer(_worker, {"x": config["x"]}, RayConfig(num_workers=1, storage_path=config["storage"]))
     trainer.fit()
 
 
@@ -46,7 +45,7 @@ def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
     """Each trial builds a TorchTrainer; rank 0's reports reach Tune, which ranks the trials."""
     ray_cfg = RayConfig(num_workers=1, storage_path=str(tmp_path))
     with cluster.ray_session(ray_cfg):
-        tuner = training.make_tuner(
+        tuner = tuning.make_tuner(
             _trial, {"x": __import__("ray").tune.grid_search([2, 1, 3]), "storage": str(tmp_path)}, ray_cfg,
             metric="score", mode="min", max_concurrent=2,
         )

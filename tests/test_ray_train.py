@@ -10,7 +10,7 @@ import pytest
 from gans import checkpoint, dist
 from gans.config import ConfigError
 from pipeline.params import Params, PathsConfig, RayConfig
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def stage_params(tmp_path, tiny_dataset, storage: str | None = None, workers: int = 2, **sections) -> Params:

@@ -1,4 +1,4 @@
-"""The model server as a client sees it: a real ``python -m pipeline.serve`` (Ray Serve) on 127.0.0.1, real HTTP.
+"""The model server as a client sees it: a real ``python -m pipeline.serving.serve`` (Ray Serve) on 127.0.0.1, real HTTP.
 
 One server serves the tests that do not change its models; the version swap gets a server of its own.
 """
@@ -20,29 +20,18 @@ import pytest
 import torch
 from PIL import Image
 
-from gans import checkpoint
-from gans.data import PreparedDataset, write_prepared
 from gans.export import export_generator, load_backend
-from gans.loop import fit
-from pipeline.http_api import seeded_latents
-from pipeline.serve import server_process
-from tests.conftest import tiny_config
+from pipeline.serving.validation import seeded_latents
+from tests.helpers import server_process, tiny_generators
 
 Z_DIM = 8  # tiny_config's
-
-
-def _generators(work, seeds=(0, 1)):
-    images = np.random.default_rng(0).integers(0, 256, size=(16, 1, 32, 32), dtype=np.uint8)
-    dataset = PreparedDataset(write_prepared(work / "prepared", images, {"count": 16}))
-    states = [fit(tiny_config(train={"steps": 2, "seed": seed}), dataset, work_dir=work / f"run{seed}") for seed in seeds]
-    return [checkpoint.load_generator(s) for s in states], states[0]["config"]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """models/1 and models/2 of two tiny generators (different weights); the server starts on models/1 only."""
     work = tmp_path_factory.mktemp("serve")
-    generators, cfg = _generators(work)
+    generators, cfg = tiny_generators(work, steps=2)
     root = work / "models"
     export_generator(generators[0], cfg=cfg, root=root)
     spare = export_generator(generators[1], cfg=cfg, root=work / "spare", version="2")
@@ -196,7 +185,7 @@ def test_no_memory_growth_over_many_requests(server):
 
 def test_client_lists_samples_and_interpolates(server, tmp_path):
     def client(*args):
-        return subprocess.run([sys.executable, "-m", "pipeline.client", "--url", server, *args],
+        return subprocess.run([sys.executable, "-m", "pipeline.serving.client", "--url", server, *args],
                               capture_output=True, text=True, timeout=120)
 
     listed = client("versions")
@@ -211,7 +200,7 @@ def test_client_lists_samples_and_interpolates(server, tmp_path):
     refused = client("--version", "9", "sample", "--out", str(tmp_path / "none"))
     assert refused.returncode == 1
     assert refused.stderr.strip() == "error: The server answered 404: Version 9 is not served (policy latest serves 1)."
-    unreachable = subprocess.run([sys.executable, "-m", "pipeline.client", "--url", "http://127.0.0.1:9", "versions"],
+    unreachable = subprocess.run([sys.executable, "-m", "pipeline.serving.client", "--url", "http://127.0.0.1:9", "versions"],
                                  capture_output=True, text=True, timeout=60)
     assert unreachable.returncode == 1 and "Cannot reach the model server" in unreachable.stderr
 

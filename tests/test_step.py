@@ -5,7 +5,7 @@ from gans.ema import copy_buffers, make_ema, update_ema
 from gans.losses import build_loss
 from gans.models import build_models
 from gans.step import discriminator_step, generate, generator_step, make_optimizers, replaying_randomness
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _max_change(before, module):

@@ -23,7 +23,8 @@ from gans.data import write_prepared
 from gans.metrics import features_of_images, make_extractor, reference_statistics, save_reference
 from pipeline import sweep as sweep_stage
 from pipeline.params import Params, PathsConfig, RayConfig, SweepConfig, load_params, parse_params
-from tests.conftest import lfw_photo, tiny_config
+from tests.conftest import lfw_photo
+from tests.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,10 +2,14 @@
 
 - ``cluster``: start or join a cluster (``ray_session``), where Ray keeps a run (``storage_uri``,
   ``clear_run``), and the Pool that spreads data preparation (``cluster_pool``);
-- ``training``: Ray Train and Ray Tune: the TorchTrainer that runs a per-worker training function
-  (``train``, ``make_trainer``), a worker's view of Ray (``worker_rank``, ``worker_device``,
-  ``restored_checkpoint``, ``report``), and the Tuner whose trials are Train runs (``make_tuner``).
+- ``training``: Ray Train: the TorchTrainer that runs a per-worker training function (``train``,
+  ``make_trainer``) and a worker's view of Ray (``worker_rank``, ``worker_device``, ``restored_checkpoint``,
+  ``report``);
+- ``tuning``: Ray Tune: the sweep's search space (``search_space``), the Tuner whose trials are Train runs
+  (``make_tuner``, ``fit_trial``), ASHA, and the trials' outcomes in plain Python (``run_sweep``);
+- ``serving``: Ray Serve: the model server's deployment over ``pipeline.serving.http_api``.
 
-Two modules so that the prepare stage, which needs only the Pool, does not depend on the training code.
+Separate modules so that a stage depends only on what it runs: the prepare stage needs only the Pool,
+the train stage Train but not Tune, and no stage the server.
 This file imports nothing: ``import pipeline.ray_runtime.cluster`` loads only what it names.
 """

@@ -1,8 +1,8 @@
-"""Ray Serve for the model server: the deployment (``pipeline.http_api`` + ``@serve.batch``) and its start-up.
+"""Ray Serve for the model server: the deployment (``pipeline.serving.http_api`` + ``@serve.batch``) and its start-up.
 
-    serve run pipeline.serve:app_builder model_base_path=models/generator policy=latest
+    serve run pipeline.serving.serve:app_builder model_base_path=models/generator policy=latest
 
-Versions change inside each replica (``pipeline.model_store``), never by a Serve redeploy: a redeploy with
+Versions change inside each replica (``pipeline.serving.model_store``), never by a Serve redeploy: a redeploy with
 1 replica stalls requests, and so does a ``user_config`` change (figures: docs/benchmarks.md, "Changing versions").
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from pipeline import http_api
-from pipeline.http_api import MODEL_NAME, GeneratorService, Job, ServeConfig, api, run_jobs
 from pipeline.ray_runtime.cluster import init_ray
+from pipeline.serving import http_api
+from pipeline.serving.config import MODEL_NAME, ServeConfig
+from pipeline.serving.http_api import GeneratorService, Job, api, run_jobs
 
 # A log line per request costs the CPU the server answers with.
 QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
@@ -53,7 +54,7 @@ def build_app(config: ServeConfig) -> serve.Application:
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:
-    """For ``serve run pipeline.serve:app_builder key=value ...`` (keys: the fields of ``ServeConfig``)."""
+    """For ``serve run pipeline.serving.serve:app_builder key=value ...`` (keys: the fields of ``ServeConfig``)."""
     fields = {f.name for f in dataclasses.fields(ServeConfig)}
     unknown = sorted(set(args) - fields)
     if unknown:

@@ -10,17 +10,17 @@ REST API (model name ``generator``; ``/versions/N`` may follow it on every route
 Bad requests get a 4xx and ``{"error": "<one sentence>"}``; no input makes a 5xx.
 
 ``GeneratorService`` does the work over a ``ModelStore``; the routes are free functions over the process's
-service; ``pipeline.ray_runtime.serving`` hosts them as a Ray Serve deployment with ``@serve.batch``.
+service; ``pipeline.ray_runtime.serving`` hosts them as a Ray Serve deployment with ``@serve.batch``. What a
+request may hold is checked in ``pipeline.serving.validation``; how the server runs is ``ServeConfig``
+(``pipeline.serving.config``).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route methods' annotations (``Request``)
 # through Ray Serve's ingress wrapper, which cannot resolve them from strings.
 import io
-import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
@@ -33,64 +33,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from torchvision.utils import save_image
 
-from gans.export import BACKENDS
 from gans.latent import interpolation_latents
 from gans.plots import grid_image
-from pipeline.model_store import POLICIES, ModelStore, ServedVersion, UnknownVersion, Watcher, is_version_name
+from pipeline.serving.config import MODEL_NAME, ServeConfig
+from pipeline.serving.model_store import ModelStore, ServedVersion, UnknownVersion, Watcher, is_version_name
+from pipeline.serving.validation import BadRequest, latents_from_body, read_json, seeded_latents
 
-MODEL_NAME = "generator"
 PAGE = Path(__file__).with_name("serve_page.html")
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """How the server runs (``python -m pipeline.serve`` flags, ``serve run … key=value`` arguments)."""
-
-    model_base_path: str = "models/generator"
-    """Root of the exported versions (params.yaml ``paths.models``)."""
-    policy: str = "latest"
-    """latest (the newest version only) | all | specific (``versions``)."""
-    versions: tuple[int, ...] = ()
-    """The versions the ``specific`` policy serves."""
-    backend: str = "onnx"
-    """onnx (ONNX Runtime) | torchscript. ONNX Runtime measured faster at every batch size (docs/benchmarks.md)."""
-    threads: int = 1
-    """Inference threads per replica."""
-    host: str = "127.0.0.1"
-    port: int = 8000
-    num_replicas: int = 1
-    poll_interval_s: float = 0.5
-    """How often each replica looks for new version directories."""
-    max_n: int = 64
-    """Most images one request may ask for (``n`` or the number of instances)."""
-    max_body_bytes: int = 1 << 20
-    max_batch_size: int = 16
-    """Requests that ``@serve.batch`` runs through the model together."""
-    batch_wait_timeout_s: float = 0.002
-    address: Optional[str] = None
-    """A Ray cluster to join; null starts a private local Ray."""
-
-    def __post_init__(self) -> None:
-        for key in ("threads", "num_replicas", "max_n", "max_body_bytes", "max_batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"serve {key} must be at least 1, not {getattr(self, key)}.")
-        if self.poll_interval_s <= 0 or self.batch_wait_timeout_s < 0:
-            raise ValueError("serve poll_interval_s must be > 0 and batch_wait_timeout_s ≥ 0.")
-        if self.policy == "specific" and not self.versions:
-            raise ValueError("The 'specific' version policy needs the versions to serve (e.g. --versions 1 3).")
-        if self.policy not in POLICIES:
-            raise ValueError(f"serve policy must be one of {', '.join(POLICIES)}, not {self.policy!r}.")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"serve backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}.")
-        object.__setattr__(self, "versions", tuple(int(v) for v in self.versions))
-
-
-class BadRequest(Exception):
-    """A request the server refuses: an HTTP error status (4xx; 503 while a replica starts) and one sentence."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -100,70 +49,6 @@ def _error(status: int, message: str) -> JSONResponse:
 def _sentence(detail: Any) -> str:
     text = str(detail).strip() or "Request refused"
     return text if text.endswith(".") else text + "."
-
-
-# Turning requests into latents.
-
-
-def seeded_latents(seed: int, n: int, z_dim: int) -> torch.Tensor:
-    """[n, z_dim] standard-normal latents of ``seed`` (``torch.Generator``: the same on every machine)."""
-    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
-
-
-def _integer(body: dict, key: str, low: int, high: int, default: Optional[int] = None) -> int:
-    value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        shown = json.dumps(value)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise BadRequest(400, f"'{key}' must be an integer from {low} to {high}, not {shown}.")
-    return value
-
-
-def latents_from_body(body: Any, z_dim: int, max_n: int) -> np.ndarray:
-    """The request's z as float32 [n, z_dim], or ``BadRequest`` naming what is wrong."""
-    if not isinstance(body, dict) or ("instances" in body) == ("seed" in body):
-        raise BadRequest(400, 'The body must be a JSON object with either "instances" or "seed" (and "n").')
-    if "seed" in body:
-        n = _integer(body, "n", 1, max_n, default=1)
-        return seeded_latents(_integer(body, "seed", 0, 2**63 - 1), n, z_dim).numpy()
-    instances = body["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise BadRequest(400, f'"instances" must be a non-empty list of z vectors of {z_dim} numbers.')
-    if len(instances) > max_n:
-        raise BadRequest(400, f'"instances" holds {len(instances)} z vectors; at most {max_n} per request.')
-    for row in instances:
-        if not isinstance(row, list) or len(row) != z_dim:
-            got = f"a list of {len(row)}" if isinstance(row, list) else f"a value of type {type(row).__name__}"
-            raise BadRequest(400, f"Each instance must be a list of {z_dim} numbers (z_dim); got {got}.")
-        if not all(type(x) in (int, float) for x in row):
-            raise BadRequest(400, "Each z value must be a number (no strings, booleans or nulls).")
-    try:
-        with np.errstate(over="ignore"):
-            z = np.asarray(instances, dtype=np.float32)
-    except OverflowError:  # an integer beyond any float
-        z = np.full((1,), np.inf, np.float32)
-    if not np.isfinite(z).all():
-        raise BadRequest(400, "Every z value must be finite (no NaN or Infinity, and within float32's range).")
-    return z
-
-
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The JSON body of ``request``, refusing a wrong content type, an oversized body and malformed JSON."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise BadRequest(415, f"The body must be sent as application/json (got {content_type or 'no Content-Type'}).")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BadRequest(413, f"The body is {int(declared)} bytes; at most {max_bytes} are accepted.")
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise BadRequest(413, f"The body is {len(body)} bytes; at most {max_bytes} are accepted.")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BadRequest(400, f"The body is not valid JSON ({error}).") from None
-    except RecursionError:
-        raise BadRequest(400, "The body nests JSON arrays or objects too deeply.") from None
 
 
 def png_bytes(images: np.ndarray, nrow: int, upscale: int = 2) -> bytes:

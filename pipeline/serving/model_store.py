@@ -6,7 +6,7 @@ rename). A ``ModelStore`` loads the versions its policy names and keeps them in 
 and only then replaces the mapping in one assignment, so a request in flight keeps the model it started
 with and no request ever waits for a load. Versions the policy no longer names are dropped afterwards.
 
-No Ray and no HTTP here: the Ray Serve deployment (``pipeline.serve``) holds one store per replica.
+No Ray and no HTTP here: the Ray Serve deployment (``pipeline.ray_runtime.serving``) holds one store per replica.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Command-line client of the model server (``python -m pipeline.serve``): versions, samples, interpolations.
+"""Command-line client of the model server (``python -m pipeline.serving.serve``): versions, samples, interpolations.
 
-    python -m pipeline.client versions
-    python -m pipeline.client sample --n 8 --seed 3 --out samples/        # one PNG per image + grid.png
-    python -m pipeline.client interpolate --seed-a 0 --seed-b 7 --steps 10 --out walk.png
-    python -m pipeline.client --url http://host:8000 --version 2 sample ...
+    python -m pipeline.serving.client versions
+    python -m pipeline.serving.client sample --n 8 --seed 3 --out samples/        # one PNG per image + grid.png
+    python -m pipeline.serving.client interpolate --seed-a 0 --seed-b 7 --steps 10 --out walk.png
+    python -m pipeline.serving.client --url http://host:8000 --version 2 sample ...
 
 Standard library, numpy and Pillow only: it runs where torch is not installed.
 """
@@ -52,7 +52,7 @@ class Client:
             raise ClientError(f"The server answered {error.code}: {message}") from None
         except (urllib.error.URLError, OSError) as error:
             raise ClientError(f"Cannot reach the model server at {self.url} ({getattr(error, 'reason', error)}); "
-                              "start it with `python -m pipeline.serve`.") from None
+                              "start it with `python -m pipeline.serving.serve`.") from None
 
     def versions(self) -> list[dict[str, Any]]:
         """TF Serving's ``model_version_status`` rows."""

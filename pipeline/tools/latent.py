@@ -1,4 +1,4 @@
-"""``python -m pipeline.latent``: interpolation grids and vector arithmetic in a trained generator's latent space.
+"""``python -m pipeline.tools.latent``: interpolation grids and vector arithmetic in a trained generator's latent space.
 
 Not a DVC stage: a tool to run after ``train`` (or ``export``). Writes to ``--out`` (default ``plots/latent/``):
 
@@ -40,7 +40,7 @@ def interpolation_file(mode: str) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.latent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.latent", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="train checkpoint (default: paths.train of params.yaml)")
     source.add_argument("--model", type=Path, help=f"exported generator: models/generator/<version>/ or its {TORCHSCRIPT_FILE}")

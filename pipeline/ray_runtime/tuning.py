@@ -1,0 +1,252 @@
+"""Ray Tune: sweeps whose trials are Ray Train runs, and the search space they draw from.
+
+``run_sweep`` sweeps with Ray Tune (``make_tuner``, over ``search_space``), each trial a Train run of its own
+(``fit_trial``, inside the trial function), stopped early by ASHA (``asha``; ``time_attr="step"``: rungs are
+in steps), and hands back plain ``TrialOutcome`` records, so the stage never touches Ray's result types.
+Only the sweep imports this module; the Train side is ``training``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import ray
+import ray.train
+import ray.tune
+import ray.tune.search
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from gans.errors import UserError
+from pipeline.params import RayConfig, SweepConfig
+from pipeline.ray_runtime.cluster import clear_run, storage_uri
+from pipeline.ray_runtime.training import make_trainer, user_error_of
+
+TUNE_RUN = "tune"
+"""Name of the Tune experiment under a sweep's storage (its trials' Train runs sit beside it, ``trial-<id>``)."""
+
+LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
+"""The keys of a search-space point (a trial's ``config["point"]``)."""
+
+
+def trial_name() -> str:
+    """A stable name for the Train run of the current Tune trial (restoring a sweep needs it unchanged)."""
+    return f"trial-{ray.tune.get_context().get_trial_id()}"
+
+
+def trial_trainer(train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig) -> TorchTrainer:
+    """Inside a Tune trial: the TorchTrainer of this trial's Train run, whose rank 0 reports become the trial's results.
+
+    The run is named after the trial, so a restored sweep's unfinished trial resumes its own checkpoints
+    and a worker failure retries from the latest one (``ray.max_failures``).
+    """
+    return make_trainer(train_fn, loop_config, ray_cfg, name=trial_name(), callbacks=[TuneReportCallback()])
+
+
+def fit_trial(train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig) -> dict[str, Any]:
+    """Inside a Tune trial: run this trial's Train run (``trial_trainer``); returns its last metrics."""
+    try:
+        result = trial_trainer(train_fn, loop_config, ray_cfg).fit()
+    except ray.train.WorkerGroupError as error:
+        raise user_error_of(error) or error
+    return dict(result.metrics or {})
+
+
+def make_tuner(
+    trial_fn: Callable[..., None],
+    param_space: dict[str, Any],
+    ray_cfg: RayConfig,
+    *,
+    metric: str,
+    mode: str,
+    max_concurrent: int,
+    scheduler: Optional[Any] = None,
+    constants: Optional[dict[str, Any]] = None,
+    num_samples: int = 1,
+    seed: Optional[int] = None,
+    callbacks: Optional[list] = None,
+    name: str = "sweep",
+) -> ray.tune.Tuner:
+    """A Tuner whose trials are ``trial_fn(config, **constants)`` drivers, each building its own TorchTrainer.
+
+    This is Ray 2.60's pattern for Tune over Train V2 (``Tuner(TorchTrainer)`` is rejected): the trial
+    function is the Train driver and needs almost no CPU itself, its workers reserve theirs.
+    """
+    return ray.tune.Tuner(
+        trainable(trial_fn, constants),
+        param_space=param_space,
+        tune_config=ray.tune.TuneConfig(
+            metric=metric, mode=mode, scheduler=scheduler, num_samples=num_samples,
+            # No reuse_actors: when ASHA stops a trial, its function is still inside TorchTrainer.fit(), which
+            # cannot be interrupted; only ending the trial's actor stops its Train run and frees its workers' CPUs.
+            reuse_actors=False,
+            # Tune ignores max_concurrent_trials when given a generator: the generator limits instead.
+            search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent),
+        ),
+        run_config=ray.tune.RunConfig(name=name, storage_path=storage_uri(ray_cfg.storage_path), verbose=0,
+                                      callbacks=callbacks),
+    )
+
+
+def trainable(trial_fn: Callable[..., None], constants: Optional[dict[str, Any]] = None):
+    """``trial_fn`` as a Tune trainable with its constant arguments in the object store.
+
+    The trial function only drives its Train run, so it reserves no CPU: with even a token CPU, two
+    trials of one 1-CPU worker each would not fit 2 CPUs and the second would starve. (Tune refuses an
+    empty request, hence a few MiB of memory, which every node has.)
+    """
+    wrapped = ray.tune.with_parameters(trial_fn, **constants) if constants else trial_fn
+    return ray.tune.with_resources(wrapped, ray.tune.PlacementGroupFactory([{"CPU": 0, "memory": 16 * 2**20}]))
+
+
+def search_space(sweep: SweepConfig, grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Tune's param space, one trial's values under ``point``. With ``sweep.search: grid``, the ``grid`` points
+    in this order (the sweep passes its shuffled grid; a bench may pass any points); with ``random``, draws of
+    ``sweep.losses`` (and of ``sweep.models`` when set) and of the TTUR ratio, log-uniform between the smallest
+    and the largest of ``sweep.ttur_ratios`` (``grid`` is then unused)."""
+    if sweep.search == "grid":
+        return {"point": ray.tune.grid_search(list(grid))}
+    point = {LOSS: ray.tune.choice(list(sweep.losses))}
+    if sweep.models:
+        point[MODEL] = ray.tune.choice(list(sweep.models))
+    point[RATIO] = ray.tune.loguniform(min(sweep.ttur_ratios), max(sweep.ttur_ratios))
+    return {"point": point}
+
+
+def asha(max_steps: int, grace_steps: int, reduction_factor: int) -> ray.tune.schedulers.ASHAScheduler:
+    """ASHA on the reported ``step``: rungs at grace_steps × reduction_factor^k steps, up to max_steps."""
+    return ray.tune.schedulers.ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=grace_steps,
+                                             reduction_factor=reduction_factor)
+
+
+@dataclass
+class TrialOutcome:
+    """What a sweep needs to know of one finished trial, in plain Python."""
+
+    trial_id: str
+    point: dict[str, Any]
+    """The trial's values of the searched keys (its config's ``point``)."""
+    reports: list[dict[str, float]] = field(default_factory=list)
+    """Every result it reported, in order (``step``, the metric, ``time_total_s``, ``timestamp``, …)."""
+    error: Optional[str] = None
+    """The first line of the exception that ended it, None when it ended normally (completed or stopped)."""
+    wall_s: Optional[float] = None
+    """Seconds from Tune starting the trial to Tune seeing it end (None for a trial ended before a resume)."""
+
+
+class _Progress(ray.tune.Callback):
+    """One line per trial event: each report, and how the trial ended."""
+
+    def __init__(self, label: Callable[[dict[str, Any]], str], metric: str) -> None:
+        self.label, self.metric = label, metric
+        self.started: dict[str, float] = {}
+        self.walls: dict[str, float] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started[trial.trial_id] = time.perf_counter()
+
+    def _ended(self, trial) -> None:
+        if trial.trial_id in self.started:
+            self.walls[trial.trial_id] = time.perf_counter() - self.started[trial.trial_id]
+
+    def _name(self, trial) -> str:
+        return f"{self.label(trial.config['point'])} ({trial.trial_id})"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        print(f"[sweep] {self._name(trial)}: step {result.get('step')} {self.metric} {result.get(self.metric, math.nan):.2f}",
+              flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
+        print(f"[sweep] {self._name(trial)} ended at step {trial.last_result.get('step')}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
+        print(f"[sweep] {self._name(trial)} failed: {_first_line(trial.get_pickled_error() or trial.get_error())}", flush=True)
+
+
+def _first_line(error: Any) -> str:
+    """The message of an exception as Ray hands it over (a traceback text): its last line, less the type."""
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    kind, _, message = lines[-1].partition(": ")
+    return message if message and " " not in kind else lines[-1]
+
+
+class SweepInterrupted(UserError):
+    """Tune returned before every trial ended (Ctrl-C, or the driver was stopped)."""
+
+
+def run_sweep(
+    trial_fn: Callable[..., None],
+    param_space: dict[str, Any],
+    ray_cfg: RayConfig,
+    *,
+    constants: dict[str, Any],
+    metric: str,
+    mode: str,
+    max_concurrent: int,
+    scheduler: Optional[Any],
+    num_samples: int,
+    seed: int,
+    resume: bool,
+    label: Callable[[dict[str, Any]], str],
+) -> list[TrialOutcome]:
+    """Run (or, with ``resume``, continue) the Tune experiment under ``ray_cfg.storage_path``; every trial's outcome.
+
+    A fresh sweep deletes whatever an earlier one left under the storage; a resumed one reruns no trial
+    that had ended. Needs a Ray session (``cluster.ray_session``).
+    """
+    for noisy in ("ray.tune.logger.tensorboardx", "tensorboardX.x2num"):  # "invalid value" for lists and inf FIDs
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    experiment = f"{storage_uri(ray_cfg.storage_path).rstrip('/')}/{TUNE_RUN}"
+    progress = _Progress(label, metric)
+    callbacks = [progress]
+    if resume and ray.tune.Tuner.can_restore(experiment):
+        print(f"[sweep] resuming the sweep at {experiment}", flush=True)
+        tuner = ray.tune.Tuner.restore(experiment, trainable(trial_fn, constants), resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+    else:
+        if resume:
+            print(f"[sweep] nothing to resume at {experiment}: starting fresh", flush=True)
+        for old in _run_names(ray_cfg.storage_path):
+            clear_run(ray_cfg.storage_path, old)
+        tuner = make_tuner(trial_fn, param_space, ray_cfg, metric=metric, mode=mode, max_concurrent=max_concurrent,
+                           scheduler=scheduler, constants=constants, num_samples=num_samples, seed=seed,
+                           callbacks=callbacks, name=TUNE_RUN)
+    grid = tuner.fit()
+    expected = num_samples * math.prod(len(v["grid_search"]) for v in param_space.values() if isinstance(v, dict) and "grid_search" in v)
+    if grid.num_terminated + grid.num_errors < expected:  # Ctrl-C: some trials never started or never ended
+        raise SweepInterrupted(f"The sweep stopped before all {expected} trials ended; set sweep.resume: true "
+                               "to continue it (ended trials are not rerun).")
+    outcomes = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        reports = [] if frame is None else frame.to_dict("records")
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        outcomes.append(TrialOutcome(trial_id, dict(result.config["point"]), reports,
+                                     None if result.error is None else _first_line(result.error),
+                                     progress.walls.get(trial_id)))
+    return outcomes
+
+
+def _run_names(storage_path: str) -> list[str]:
+    """The runs a sweep keeps under its storage: the Tune experiment and every trial's Train run."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_uri(storage_path))
+    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    return [Path(info.path).name for info in infos
+            if info.type == pyarrow.fs.FileType.Directory and (Path(info.path).name == TUNE_RUN or Path(info.path).name.startswith("trial-"))]
+
+
+def cluster_capacity() -> dict[str, float]:
+    """The CPUs and GPUs of the Ray cluster this process is connected to."""
+    resources = ray.cluster_resources()
+    return {"CPU": float(resources.get("CPU", 0)), "GPU": float(resources.get("GPU", 0))}
