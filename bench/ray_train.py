@@ -147,11 +147,11 @@ def main() -> None:
     print(f"{'layout':<30} {'steps/s':>8} {'× process':>10} {'start-up s':>11}  rounds (× process)")
     print(f"{'1 process × 2 threads':<30} {statistics.median(local):8.2f} {1:10.2f} {'-':>11}")
     for name in RAY_LAYOUTS:
-        ratios = [r / l for r, l in zip(on_ray[name], local)]
+        ratios = [ray_speed / base for ray_speed, base in zip(on_ray[name], local)]
         print(f"{name:<30} {statistics.median(on_ray[name]):8.2f} {statistics.median(ratios):10.2f} "
               f"{statistics.median(start_up[name]):11.1f}  {_rounds(ratios)}")
     if args.ceiling:
-        ceilings = [slower / l for (slower, _), l in zip(pairs, local)]
+        ceilings = [slower / base for (slower, _), base in zip(pairs, local)]
         print(f"ceiling of lock-step DDP (slower of two independent 1-thread processes / one process): "
               f"{statistics.median(ceilings):.2f} (rounds: {_rounds(ceilings)})")
 

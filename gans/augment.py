@@ -90,7 +90,7 @@ class Augment:
     images_per_unit: float = 10_000.0  # real images over which p may move by 1
 
     @classmethod
-    def create(cls, cfg: AugmentConfig) -> "Augment":
+    def create(cls, cfg: AugmentConfig) -> Augment:
         check_augment_config(cfg)
         return cls(
             ops=tuple(AUGMENTATIONS.get(name) for name in cfg.policy),

@@ -349,7 +349,7 @@ class GANConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, params: Mapping[str, Any]) -> "GANConfig":
+    def from_dict(cls, params: Mapping[str, Any]) -> GANConfig:
         """Build from a params mapping; sections other than this config's are ignored."""
         hints = typing.get_type_hints(cls)
         return cls(**{f.name: section_from_mapping(hints[f.name], params.get(f.name), f.name) for f in dataclasses.fields(cls)})

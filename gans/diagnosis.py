@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
 from gans.config import require_registered
 from gans.registry import Registry
 
@@ -66,7 +67,7 @@ LOSS_KEYS = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
 @DIAGNOSES.register("divergence")
 def divergence(history: Sequence[dict]) -> Optional[Diagnosis]:
     """The first log step with a loss or gradient norm that is NaN/inf or ≥ 1e4 in absolute value."""
-    for index, entry in enumerate(history):
+    for entry in history:
         broken = [key for key in LOSS_KEYS if key in entry and not math.isfinite(entry[key])]
         if broken:
             return Diagnosis("divergence", int(entry["step"]), int(history[-1]["step"]),

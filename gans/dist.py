@@ -11,7 +11,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-
 BUCKET_CAP_MB = 25
 """DDP gradient bucket size (DDP's default size, given explicitly so that the first bucket is as large)."""
 

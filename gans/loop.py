@@ -41,11 +41,11 @@ from tqdm import tqdm
 from gans import checkpoint, dist
 from gans import precision as precision_choice
 from gans.augment import check_augment_config
-from gans.diagnosis import DIAGNOSES, Diagnosis, check_stop_on, diagnose
 from gans.config import ConfigError, GANConfig
 from gans.data import PreparedDataset, batch_indices
-from gans.errors import UserError
+from gans.diagnosis import DIAGNOSES, Diagnosis, check_stop_on, diagnose
 from gans.ema import copy_buffers, update_ema
+from gans.errors import UserError
 from gans.losses import build_loss, check_loss_config
 from gans.models import check_model_config
 from gans.step import discriminator_step, generate, generator_step, timing_step

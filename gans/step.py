@@ -36,7 +36,7 @@ class Precision:
     scaler_g: torch.amp.GradScaler
 
     @classmethod
-    def create(cls, device: torch.device, enabled: bool, dtype: Optional[torch.dtype] = None) -> "Precision":
+    def create(cls, device: torch.device, enabled: bool, dtype: Optional[torch.dtype] = None) -> Precision:
         """``dtype`` defaults to bfloat16 on the CPU and float16 on CUDA."""
         device = torch.device(device)
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
@@ -50,7 +50,7 @@ class Precision:
         )
 
     @classmethod
-    def of(cls, device: torch.device, decision) -> "Precision":
+    def of(cls, device: torch.device, decision) -> Precision:
         """The precision a ``gans.precision.Decision`` names."""
         return cls.create(device, decision.amp, getattr(torch, decision.dtype) if decision.amp else None)
 

@@ -22,12 +22,20 @@ import torch
 
 from gans import checkpoint
 from gans.cache import digest, read_entry, write_entry
-from gans.dist import fingerprint
 from gans.config import EvalConfig, GANConfig
 from gans.diagnosis import collapse_of, diagnose, g_loss_oscillation
+from gans.dist import fingerprint
 from gans.ema import standing_statistics
-from gans.metrics import (EXTRACTOR, features_of_generator, fid, kid, load_reference, make_extractor, precision_recall,
-                          sample_diversity)
+from gans.metrics import (
+    EXTRACTOR,
+    features_of_generator,
+    fid,
+    kid,
+    load_reference,
+    make_extractor,
+    precision_recall,
+    sample_diversity,
+)
 from gans.plots import save_curves, save_grid
 from pipeline.params import Params, load_params, print_config, run_stage, write_json
 

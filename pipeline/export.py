@@ -11,8 +11,8 @@ from pathlib import Path
 
 from gans import checkpoint
 from gans.ema import standing_statistics
-from gans.export import SIGNATURE_FILE, export_generator
 from gans.errors import UserError
+from gans.export import SIGNATURE_FILE, export_generator
 from pipeline.params import TRAIN_RUN_FILE, load_params, print_config, run_stage
 
 

@@ -20,6 +20,7 @@ from pipeline.params import TRAIN_RUN_FILE, Params, load_params, print_config, r
 from pipeline.ray_runtime import training as ray_training
 from pipeline.worker import train_func_per_worker
 
+
 def run(params: Params) -> Path:
     """Train with Ray; return the path of the final checkpoint in ``paths.train``."""
     live_dir = Path(params.paths.train_live).resolve()

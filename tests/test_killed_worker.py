@@ -23,8 +23,8 @@ from typing import Callable, Optional
 import psutil
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
-from gans.atomic import atomic_file
 from gans import checkpoint, dist
+from gans.atomic import atomic_file
 from pipeline import sweep as sweep_stage
 from pipeline import train as train_stage
 from pipeline.ray_runtime.cluster import RUN_NAME
@@ -86,7 +86,7 @@ class Killer(threading.Thread):
                 return
             time.sleep(0.01)
 
-    def __enter__(self) -> "Killer":
+    def __enter__(self) -> Killer:
         self.start()
         return self
 

@@ -169,7 +169,7 @@ def test_rayjob_shares_one_volume_for_checkout_and_storage_path():
     documents = rayjob_documents()
     job = documents["RayJob"]
     mounts = set()
-    for name, spec in pod_specs(job).items():
+    for spec in pod_specs(job).values():
         claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
         for container in spec["containers"]:
             mounts |= {(claims[m["name"]], m["mountPath"]) for m in container["volumeMounts"] if m["name"] in claims}

@@ -60,8 +60,8 @@ def test_fast_runs_bf16_where_it_is_measured_faster_and_the_exact_graph_elsewher
     images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
     reference = metrics.features_via_torch_fidelity(images, batch_size=2)
     for bf16_wins in (True, False):
-        monkeypatch.setattr(precision, "time_candidates", lambda steps, budget_s=0: {
-            candidate: [1.0 if candidate.amp == bf16_wins else 2.0] for candidate in steps})
+        monkeypatch.setattr(precision, "time_candidates", lambda steps, budget_s=0, wins=bf16_wins: {
+            candidate: [1.0 if candidate.amp == wins else 2.0] for candidate in steps})
         fast = metrics.make_extractor(mode="fast")
         assert (fast.decision.amp, fast.decision.how, fast.autocast_dtype) == (
             bf16_wins, "measured", torch.bfloat16 if bf16_wins else None)

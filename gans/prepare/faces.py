@@ -15,7 +15,6 @@ import torch
 
 from gans.errors import Rejected
 
-
 MIN_FACE_SIZE = 20
 """Smallest face MTCNN looks for, in pixels (facenet-pytorch's default); smaller images cannot hold one."""
 

@@ -141,7 +141,10 @@ def train(
         try:
             result = make_trainer(train_fn, loop_config, ray_cfg).fit()
         except ray.train.WorkerGroupError as error:
-            raise user_error_of(error) or error
+            user_error = user_error_of(error)
+            if user_error is None:
+                raise
+            raise user_error from None  # one sentence, without Ray's traceback
         copy_result_file(result, checkpoint_file, target)
     return dict(result.metrics or {})
 

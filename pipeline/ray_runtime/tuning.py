@@ -53,7 +53,10 @@ def fit_trial(train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str,
     try:
         result = trial_trainer(train_fn, loop_config, ray_cfg).fit()
     except ray.train.WorkerGroupError as error:
-        raise user_error_of(error) or error
+        user_error = user_error_of(error)
+        if user_error is None:
+            raise
+        raise user_error from None  # one sentence, without Ray's traceback
     return dict(result.metrics or {})
 
 
