@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test install clean
+.PHONY: run test test-fast lint format install clean
 
 run: $(STAMP)
 	dvc repro
@@ -15,6 +15,18 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+# The unit tier for the inner loop: everything but the tests marked slow (e2e repros, clusters, jobs).
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 install: $(STAMP)
 

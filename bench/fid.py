@@ -94,9 +94,13 @@ def main() -> None:
             extract(timing)
             seconds[name].append(time.perf_counter() - start)
 
-    print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch_size}; {len(real)} real and "
-          f"{len(fake)} generated images; timing: {args.rounds} rounds × {len(timing)} images, median")
-    print(f"{'path':<16} {'img/s':>7} {'× ' + reference_name:>17} {'max err':>9} {'L2 err':>9} {'FID':>9} {'FID err':>9}")
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, batch {args.batch_size}; {len(real)} real and "
+        f"{len(fake)} generated images; timing: {args.rounds} rounds × {len(timing)} images, median"
+    )
+    print(
+        f"{'path':<16} {'img/s':>7} {'× ' + reference_name:>17} {'max err':>9} {'L2 err':>9} {'FID':>9} {'FID err':>9}"
+    )
     reference_time = statistics.median(seconds[reference_name])
     for name in paths:
         real_f, fake_f = features[name]
@@ -105,21 +109,34 @@ def main() -> None:
         l2_error = max(float((a - b).norm() / b.norm()) for a, b in pairs)
         value = metrics.fid(metrics.reference_statistics(real_f), fake_f)
         median = statistics.median(seconds[name])
-        print(f"{name:<16} {len(timing) / median:7.1f} {reference_time / median:17.2f} {max_error:9.2e} {l2_error:9.2e} "
-              f"{value:9.3f} {abs(value - ref_fid) / ref_fid:9.2e}")
+        print(
+            f"{name:<16} {len(timing) / median:7.1f} {reference_time / median:17.2f} {max_error:9.2e} {l2_error:9.2e} "
+            f"{value:9.3f} {abs(value - ref_fid) / ref_fid:9.2e}"
+        )
     in_training_error(generator, real, args.n_fake, GANConfig().train.fid_samples)
 
 
-
-def in_training_error(generator: torch.nn.Module, real: torch.Tensor, n_fake: int, samples: int, seeds: int = 5) -> None:
+def in_training_error(
+    generator: torch.nn.Module, real: torch.Tensor, n_fake: int, samples: int, seeds: int = 5
+) -> None:
     """The in-training FID (fast extractor, ``samples`` images, as ``gans.loop`` scores) against evaluate's exact FID."""
-    reference = metrics.reference_statistics(metrics.features_of_images(real, metrics.make_extractor("cpu", "exact"), verbose=False))
-    exact = metrics.fid(reference, metrics.features_of_generator(generator, generator.z_dim, n_fake, 2026,
-                                                                 metrics.make_extractor("cpu", "exact"), verbose=False))
-    scores = [metrics.InTrainingFID(reference, samples, seed=seed)(generator)["fid"] for seed in range(2027, 2027 + seeds)]
+    reference = metrics.reference_statistics(
+        metrics.features_of_images(real, metrics.make_extractor("cpu", "exact"), verbose=False)
+    )
+    exact = metrics.fid(
+        reference,
+        metrics.features_of_generator(
+            generator, generator.z_dim, n_fake, 2026, metrics.make_extractor("cpu", "exact"), verbose=False
+        ),
+    )
+    scores = [
+        metrics.InTrainingFID(reference, samples, seed=seed)(generator)["fid"] for seed in range(2027, 2027 + seeds)
+    ]
     mean, spread = statistics.mean(scores), statistics.stdev(scores)
-    print(f"in-training FID (fast, {samples} images, {seeds} latent draws): {mean:.2f} ± {spread:.2f} against exact "
-          f"{exact:.2f} ({n_fake} images): {100 * (mean - exact) / exact:+.1f} % (draw-to-draw ±{100 * spread / exact:.1f} %)")
+    print(
+        f"in-training FID (fast, {samples} images, {seeds} latent draws): {mean:.2f} ± {spread:.2f} against exact "
+        f"{exact:.2f} ({n_fake} images): {100 * (mean - exact) / exact:+.1f} % (draw-to-draw ±{100 * spread / exact:.1f} %)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,14 @@ def main() -> None:
         for index, face in enumerate(lfw_subset()[:100]):
             pixels = (face * 255).astype(np.uint8)
             pixels[0, 0] = copy  # not an exact duplicate
-            Image.fromarray(pixels).resize((args.size, args.size), Image.BICUBIC).save(folder / f"{copy}-{index:03d}.jpg", quality=95)
+            Image.fromarray(pixels).resize((args.size, args.size), Image.BICUBIC).save(
+                folder / f"{copy}-{index:03d}.jpg", quality=95
+            )
     results = {}
     for chunk_size in (1, args.chunk_size):
-        cfg = DataConfig(source="folder", path=str(folder), crop="mtcnn", resolution=32, channels=3, chunk_size=chunk_size)
+        cfg = DataConfig(
+            source="folder", path=str(folder), crop="mtcnn", resolution=32, channels=3, chunk_size=chunk_size
+        )
         for workers in (1, args.workers):
             started = time.perf_counter()
             outcomes = list(iter_outcomes(cfg, workers=workers, progress=False))
@@ -48,14 +52,20 @@ def main() -> None:
             results[workers, chunk_size] = (outcomes, rate)
             kept = sum(o.reason is None for o in outcomes)
             reference = results[1, 1][1]
-            print(f"workers={workers} chunk_size={chunk_size:>3}: {len(outcomes)} photos ({args.size} px), kept {kept}, "
-                  f"{rate:.1f} images/s (×{rate / reference:.2f} of 1 worker, chunk 1)", flush=True)
+            print(
+                f"workers={workers} chunk_size={chunk_size:>3}: {len(outcomes)} photos ({args.size} px), kept {kept}, "
+                f"{rate:.1f} images/s (×{rate / reference:.2f} of 1 worker, chunk 1)",
+                flush=True,
+            )
         serial, parallel = results[1, chunk_size][0], results[args.workers, chunk_size][0]
         identical = len(serial) == len(parallel) and all(
-            a.reason == b.reason and (a.image is None or np.array_equal(a.image, b.image)) for a, b in zip(serial, parallel))
+            a.reason == b.reason and (a.image is None or np.array_equal(a.image, b.image))
+            for a, b in zip(serial, parallel)
+        )
         print(f"chunk_size={chunk_size}: {args.workers}-worker output identical to 1-worker output: {identical}")
         if not identical:
             raise SystemExit(f"{args.workers}-worker output differs from 1-worker output at chunk_size={chunk_size}.")
+
 
 if __name__ == "__main__":
     main()

@@ -77,8 +77,14 @@ def main() -> None:
     base = {
         "data": {"source": "lfw-subset", "resolution": 32, "channels": 1},
         "model": {"z_dim": 64, "g_width": args.width, "d_width": args.width},
-        "train": {"steps": args.steps, "batch_size": 32, "ema_decay": 0.995,
-                  "log_every": 100, "snapshot_every": args.steps, "n_fixed": 16},
+        "train": {
+            "steps": args.steps,
+            "batch_size": 32,
+            "ema_decay": 0.995,
+            "log_every": 100,
+            "snapshot_every": args.steps,
+            "n_fixed": 16,
+        },
     }
     images, _, _ = prepare_images(GANConfig.from_dict(base).data, progress=False)
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
@@ -90,7 +96,9 @@ def main() -> None:
     for name in args.configs:
         overrides, runs = CONFIGS[name], []
         for seed in args.seeds:
-            params = {section: {**base.get(section, {}), **overrides.get(section, {})} for section in {*base, *overrides}}
+            params = {
+                section: {**base.get(section, {}), **overrides.get(section, {})} for section in {*base, *overrides}
+            }
             params["train"] = {**params["train"], "seed": seed}
             cfg = GANConfig.from_dict(params)
             started = time.perf_counter()
@@ -98,13 +106,18 @@ def main() -> None:
             seconds = time.perf_counter() - started
             scores = {}
             for key in ("G_init", "G_ema"):
-                features = features_of_generator(load_generator(state, key), cfg.model.z_dim, args.n_fake, 2026, extractor, verbose=False)
+                features = features_of_generator(
+                    load_generator(state, key), cfg.model.z_dim, args.n_fake, 2026, extractor, verbose=False
+                )
                 scores[key] = {"fid": fid(reference, features), **kid(reference, features, 50, 100, 2026)}
             scores["d_acc"] = _late_mean(state["history"], ("d_acc_real", "d_acc_fake"))
             runs.append((scores, seconds))
-            print(f"{name:32s} seed {seed}: FID {scores['G_ema']['fid']:7.2f} (step 0: {scores['G_init']['fid']:6.2f}, "
-                  f"ratio {scores['G_ema']['fid'] / scores['G_init']['fid']:.3f})  KID {scores['G_ema']['kid_mean']:.4f}  "
-                  f"D acc (last quarter) {scores['d_acc']:.2f}  train {seconds:5.0f} s", flush=True)
+            print(
+                f"{name:32s} seed {seed}: FID {scores['G_ema']['fid']:7.2f} (step 0: {scores['G_init']['fid']:6.2f}, "
+                f"ratio {scores['G_ema']['fid'] / scores['G_init']['fid']:.3f})  KID {scores['G_ema']['kid_mean']:.4f}  "
+                f"D acc (last quarter) {scores['d_acc']:.2f}  train {seconds:5.0f} s",
+                flush=True,
+            )
         rows.append((name, runs))
         with torch.no_grad():
             grids.append(load_generator(state)(state["fixed_z"]))
@@ -119,14 +132,16 @@ def main() -> None:
         ratios = [scores["G_ema"]["fid"] / scores["G_init"]["fid"] for scores, _ in runs]
         kids = [scores["G_ema"]["kid_mean"] for scores, _ in runs]
         accuracies = [scores["d_acc"] for scores, _ in runs]
-        print(f"| {name} | {_mean_std(fids, 2)} | {_mean_std(ratios, 3)} | {_mean_std(kids, 4)} | {_mean_std(accuracies, 2)} | "
-              f"{statistics.mean(seconds for _, seconds in runs):.0f} |")
+        print(
+            f"| {name} | {_mean_std(fids, 2)} | {_mean_std(ratios, 3)} | {_mean_std(kids, 4)} | {_mean_std(accuracies, 2)} | "
+            f"{statistics.mean(seconds for _, seconds in runs):.0f} |"
+        )
     print(f"grid (one row per configuration, last seed, same latents): {grid}")
 
 
 def _late_mean(history: list[dict], keys: tuple[str, ...]) -> float:
     """Mean of ``keys`` over the last quarter of the logged steps (is D's accuracy pinned at 1 by the end?)."""
-    late = history[len(history) * 3 // 4:]
+    late = history[len(history) * 3 // 4 :]
     return statistics.mean(entry[key] for entry in late for key in keys if key in entry)
 
 

@@ -61,8 +61,14 @@ def worker(config: dict[str, Any]) -> None:
     started = time.time()
     clock = StepClock()
     with tempfile.TemporaryDirectory() as work_dir:
-        fit(config["cfg"], PreparedDataset(config["prepared"]), work_dir=work_dir, device=ray_training.worker_device(),
-            log=clock, report=ray_training.report)
+        fit(
+            config["cfg"],
+            PreparedDataset(config["prepared"]),
+            work_dir=work_dir,
+            device=ray_training.worker_device(),
+            log=clock,
+            report=ray_training.report,
+        )
     if ray_training.worker_rank() == 0:
         Path(config["out"]).write_text(json.dumps({"loop_started": started, "times": clock.times}))
 
@@ -86,8 +92,14 @@ def ray_speed(cfg: GANConfig, prepared: Path, work_dir: Path, warmup: int, ray_c
     ray_cfg = dataclasses.replace(ray_cfg, storage_path=str(work_dir / "ray"))
     out = work_dir / "clock.json"
     stage_started = time.time()
-    ray_training.train(worker, {"cfg": cfg, "prepared": str(prepared), "out": str(out)}, ray_cfg,
-                       resume=False, checkpoint_file="checkpoint.pt", target=work_dir / "final.pt")
+    ray_training.train(
+        worker,
+        {"cfg": cfg, "prepared": str(prepared), "out": str(out)},
+        ray_cfg,
+        resume=False,
+        checkpoint_file="checkpoint.pt",
+        target=work_dir / "final.pt",
+    )
     record = json.loads(out.read_text())
     clock = StepClock()
     clock.times = [tuple(row) for row in record["times"]]
@@ -141,19 +153,25 @@ def main() -> None:
             line += f"; two independent processes {pairs[-1][0]:.2f} and {pairs[-1][1]:.2f}"
         print(line, flush=True)
 
-    print(f"device cpu, {torch.get_num_threads()} threads in this process; model {base.model.name} "
-          f"{base.data.resolution} px width {base.model.g_width}; {args.steps} steps (first {args.warmup} untimed), "
-          f"global batch {batch}, {args.rounds} rounds; medians")
+    print(
+        f"device cpu, {torch.get_num_threads()} threads in this process; model {base.model.name} "
+        f"{base.data.resolution} px width {base.model.g_width}; {args.steps} steps (first {args.warmup} untimed), "
+        f"global batch {batch}, {args.rounds} rounds; medians"
+    )
     print(f"{'layout':<30} {'steps/s':>8} {'× process':>10} {'start-up s':>11}  rounds (× process)")
     print(f"{'1 process × 2 threads':<30} {statistics.median(local):8.2f} {1:10.2f} {'-':>11}")
     for name in RAY_LAYOUTS:
         ratios = [ray_speed / base for ray_speed, base in zip(on_ray[name], local)]
-        print(f"{name:<30} {statistics.median(on_ray[name]):8.2f} {statistics.median(ratios):10.2f} "
-              f"{statistics.median(start_up[name]):11.1f}  {_rounds(ratios)}")
+        print(
+            f"{name:<30} {statistics.median(on_ray[name]):8.2f} {statistics.median(ratios):10.2f} "
+            f"{statistics.median(start_up[name]):11.1f}  {_rounds(ratios)}"
+        )
     if args.ceiling:
         ceilings = [slower / base for (slower, _), base in zip(pairs, local)]
-        print(f"ceiling of lock-step DDP (slower of two independent 1-thread processes / one process): "
-              f"{statistics.median(ceilings):.2f} (rounds: {_rounds(ceilings)})")
+        print(
+            f"ceiling of lock-step DDP (slower of two independent 1-thread processes / one process): "
+            f"{statistics.median(ceilings):.2f} (rounds: {_rounds(ceilings)})"
+        )
 
 
 if __name__ == "__main__":

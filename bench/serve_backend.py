@@ -45,7 +45,9 @@ def main() -> None:
     directory = export_generator(MODELS.get(cfg.model.name).generator(cfg), cfg=cfg, root=Path(tempfile.mkdtemp()))
     generators = {backend: load_backend(directory, backend, threads=1)[0] for backend in BACKENDS}
     rng = np.random.default_rng(0)
-    print(f"model {cfg.model.name} {cfg.data.resolution} px z_dim {cfg.model.z_dim}, 1 thread, {args.rounds} rounds (median)")
+    print(
+        f"model {cfg.model.name} {cfg.data.resolution} px z_dim {cfg.model.z_dim}, 1 thread, {args.rounds} rounds (median)"
+    )
     print(f"{'batch':>5} " + " ".join(f"{b + ' img/s':>17}" for b in BACKENDS) + "  onnx/torchscript")
     for batch in args.batch_sizes:
         z = rng.standard_normal((batch, cfg.model.z_dim), dtype=np.float32)
@@ -54,8 +56,11 @@ def main() -> None:
             for backend, generate in generators.items():
                 rates[backend].append(images_per_second(generate, z))
         medians = {backend: statistics.median(values) for backend, values in rates.items()}
-        print(f"{batch:>5} " + " ".join(f"{medians[b]:>17.0f}" for b in BACKENDS)
-              + f"  {medians['onnx'] / medians['torchscript']:.2f}")
+        print(
+            f"{batch:>5} "
+            + " ".join(f"{medians[b]:>17.0f}" for b in BACKENDS)
+            + f"  {medians['onnx'] / medians['torchscript']:.2f}"
+        )
 
 
 if __name__ == "__main__":

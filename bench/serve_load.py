@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.helpers import server_process  # noqa: E402
 
 MALFORMED = [
-    (b'{"seed": ', "application/json"),                           # malformed JSON
-    (b'{"instances": [[0.0, 1.0]]}', "application/json"),         # wrong z shape
-    (b'{"instances": [[NaN]]}', "application/json"),              # non-finite z
-    (b'{"seed": 0, "n": 100000}', "application/json"),            # n over the limit
-    (b'{"seed": 0}', "text/plain"),                               # wrong content type
+    (b'{"seed": ', "application/json"),  # malformed JSON
+    (b'{"instances": [[0.0, 1.0]]}', "application/json"),  # wrong z shape
+    (b'{"instances": [[NaN]]}', "application/json"),  # non-finite z
+    (b'{"seed": 0, "n": 100000}', "application/json"),  # n over the limit
+    (b'{"seed": 0}', "text/plain"),  # wrong content type
 ]
 
 
@@ -84,8 +84,11 @@ def main() -> None:
                     swap_time.append(time.perf_counter())
             if index is None:
                 break
-            body, content_type = (MALFORMED[index // 10 % len(MALFORMED)] if index % 10 == 9
-                                  else (json.dumps({"seed": index, "n": 4}).encode(), "application/json"))
+            body, content_type = (
+                MALFORMED[index // 10 % len(MALFORMED)]
+                if index % 10 == 9
+                else (json.dumps({"seed": index, "n": 4}).encode(), "application/json")
+            )
             started = time.perf_counter()
             status, version = None, None
             try:
@@ -124,27 +127,43 @@ def main() -> None:
     ok = [latency for _, latency, status, _ in records if status == 200]
     first_new = min((start for start, _, _, version in records if version == "2"), default=float("nan"))
     # Across the swap: from 1 s before version 2 appeared to 1 s after the first request it answered.
-    window = [(latency, status) for start, latency, status, _ in records
-              if swap_time and swap_time[0] - 1 <= start <= first_new + 1]
+    window = [
+        (latency, status)
+        for start, latency, status, _ in records
+        if swap_time and swap_time[0] - 1 <= start <= first_new + 1
+    ]
     window_ok = [latency for latency, status in window if status == 200]
     p50, p99 = percentile(ok, 50), percentile(ok, 99)
     w50, w99 = percentile(window_ok, 50), percentile(window_ok, 99)
-    print(f"model {cfg.model.name} {cfg.data.resolution} px, backend {args.backend}; {args.requests} requests "
-          f"({sum(1 for i in range(args.requests) if i % 10 == 9)} malformed) at concurrency {args.concurrency}")
+    print(
+        f"model {cfg.model.name} {cfg.data.resolution} px, backend {args.backend}; {args.requests} requests "
+        f"({sum(1 for i in range(args.requests) if i % 10 == 9)} malformed) at concurrency {args.concurrency}"
+    )
     print(f"throughput: {len(records) / elapsed:.0f} requests/s ({elapsed:.1f} s)")
     print(f"latency of 200s: p50 {p50:.1f} ms, p99 {p99:.1f} ms (p99/p50 {p99 / p50:.2f})")
-    print("responses by status: " + ", ".join(f"{s if s is not None else 'failed'}: {n}" for s, n in sorted(
-        statuses.items(), key=lambda item: (item[0] is None, item[0] or 0))))
-    print(f"5xx: {sum(n for s, n in statuses.items() if s is not None and s >= 500)}, "
-          f"failed (no response): {statuses.get(None, 0)}")
-    print(f"swap: version 2 appeared after {swap_after} requests and answered "
-          f"{(first_new - swap_time[0]) * 1000:.0f} ms later; {len(window)} requests across the swap, "
-          f"{sum(1 for _, s in window if s is None or s >= 500)} failed or 5xx; "
-          f"p50 {w50:.1f} ms, p99 {w99:.1f} ms (p99 {w99 / p50:.2f}× the overall p50)")
+    print(
+        "responses by status: "
+        + ", ".join(
+            f"{s if s is not None else 'failed'}: {n}"
+            for s, n in sorted(statuses.items(), key=lambda item: (item[0] is None, item[0] or 0))
+        )
+    )
+    print(
+        f"5xx: {sum(n for s, n in statuses.items() if s is not None and s >= 500)}, "
+        f"failed (no response): {statuses.get(None, 0)}"
+    )
+    print(
+        f"swap: version 2 appeared after {swap_after} requests and answered "
+        f"{(first_new - swap_time[0]) * 1000:.0f} ms later; {len(window)} requests across the swap, "
+        f"{sum(1 for _, s in window if s is None or s >= 500)} failed or 5xx; "
+        f"p50 {w50:.1f} ms, p99 {w99:.1f} ms (p99 {w99 / p50:.2f}× the overall p50)"
+    )
     versions = collections.Counter(version for *_, version in records if version)
     print(f"answered by version: {dict(sorted(versions.items()))}")
-    print(f"replica memory: {rss_before / 2**20:.0f} MiB before, {rss_after / 2**20:.0f} MiB after "
-          f"({(rss_after - rss_before) / 2**20:+.1f} MiB over {args.requests} requests)")
+    print(
+        f"replica memory: {rss_before / 2**20:.0f} MiB before, {rss_after / 2**20:.0f} MiB after "
+        f"({(rss_after - rss_before) / 2**20:+.1f} MiB over {args.requests} requests)"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

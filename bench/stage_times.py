@@ -30,8 +30,9 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     started = time.perf_counter()
     marks: list[tuple[str, float]] = []
-    process = subprocess.Popen(["dvc", "repro", "--force"], cwd=args.repo, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        ["dvc", "repro", "--force"], cwd=args.repo, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     for line in process.stdout:
         match = re.match(r"Running stage '([\w-]+)'", line)
         if match:
@@ -41,7 +42,9 @@ def main() -> None:
         sys.exit(f"dvc repro failed in {args.repo} (exit {process.returncode}).")
     ended = time.perf_counter()
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.repo, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=args.repo, capture_output=True, text=True
+    ).stdout.strip()
     print(f"\n`dvc repro --force` at {commit}: {ended - started:.0f} s")
     print("| stage | seconds |")
     print("|---|---|")

@@ -41,7 +41,11 @@ class TextbookGenerator(nn.Module):
         super().__init__()
         levels = resolution.bit_length() - 3  # 64 px: 4 ConvT after the first
         top = width * 2 ** (levels - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, top, 4, 1, 0, bias=False), nn.BatchNorm2d(top), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, top, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(top),
+            nn.ReLU(True),
+        ]
         for level in range(levels - 1):
             c_in, c_out = top // 2**level, top // 2 ** (level + 1)
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
@@ -97,13 +101,15 @@ def textbook_step(shape: dict, device: torch.device):
 
 def project_config(shape: dict, amp="auto", channels_last="auto") -> GANConfig:
     """The project's DCGAN at the textbook's shapes (BCE without smoothing, no augmentation)."""
-    return GANConfig.from_dict({
-        "data": {"resolution": shape["resolution"], "channels": shape["channels"]},
-        "model": {"name": "dcgan", "z_dim": shape["z_dim"], "g_width": shape["width"], "d_width": shape["width"]},
-        "loss": {"name": "bce", "label_smoothing": 0.0},
-        "train": {"amp": amp, "channels_last": channels_last},
-        "augment": {"policy": []},
-    })
+    return GANConfig.from_dict(
+        {
+            "data": {"resolution": shape["resolution"], "channels": shape["channels"]},
+            "model": {"name": "dcgan", "z_dim": shape["z_dim"], "g_width": shape["width"], "d_width": shape["width"]},
+            "loss": {"name": "bce", "label_smoothing": 0.0},
+            "train": {"amp": amp, "channels_last": channels_last},
+            "augment": {"policy": []},
+        }
+    )
 
 
 def project_step(shape: dict, device: torch.device, amp: bool, channels_last: bool):
@@ -148,7 +154,9 @@ def main() -> None:
         torch.set_num_threads(args.threads or shape["threads"])
     torch.manual_seed(0)
     variants = {"textbook fp32": textbook_step(shape, device)}
-    combinations = [(a, c) for a in (False, True) for c in (False, True)] if args.all else [(False, False), (False, True)]
+    combinations = (
+        [(a, c) for a in (False, True) for c in (False, True)] if args.all else [(False, False), (False, True)]
+    )
     for amp, channels_last in combinations:
         name = f"project {'amp' if amp else 'fp32'}{' + channels_last' if channels_last else ''}"
         variants[name] = project_step(shape, device, amp, channels_last)
@@ -163,9 +171,11 @@ def main() -> None:
 
     amp_dtype = Precision.create(device, enabled=True).dtype
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), threads {threads}, "
-          f"amp = {str(amp_dtype).removeprefix('torch.')} autocast; preset {args.preset}: {shape}; "
-          f"{args.rounds} rounds × {args.steps} steps, median per variant")
+    print(
+        f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), threads {threads}, "
+        f"amp = {str(amp_dtype).removeprefix('torch.')} autocast; preset {args.preset}: {shape}; "
+        f"{args.rounds} rounds × {args.steps} steps, median per variant"
+    )
     reference = statistics.median(times["textbook fp32"])
     print(f"{'variant':<32} {'img/s':>8} {'× textbook':>11}")
     for name, samples in times.items():

@@ -39,8 +39,13 @@ OUT = Path("bench/out/sweep")
 def with_outputs(params: Params, name: str, **sweep) -> Params:
     """``params`` writing under bench/out/sweep/<name>/ with ``sweep`` overrides."""
     root = OUT / name
-    paths = dataclasses.replace(params.paths, sweep_best=str(root / "best.yaml"), sweep_trials=str(root / "trials.csv"),
-                                sweep_metrics=str(root / "sweep.json"), sweep_plots=str(root / "plots"))
+    paths = dataclasses.replace(
+        params.paths,
+        sweep_best=str(root / "best.yaml"),
+        sweep_trials=str(root / "trials.csv"),
+        sweep_metrics=str(root / "sweep.json"),
+        sweep_plots=str(root / "plots"),
+    )
     ray_cfg = dataclasses.replace(params.ray, storage_path=str((root / "ray").resolve()))
     return dataclasses.replace(params, paths=paths, ray=ray_cfg, sweep=dataclasses.replace(params.sweep, **sweep))
 
@@ -55,13 +60,21 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
     points = sweep_stage.grid_points(params.sweep, params.gan)[:trials]
     params = with_outputs(params, "overhead", scheduler="fifo", max_concurrent=1)
     ray_cfg = sweep_stage.trial_ray_config(params)
-    constants = {"base": params.gan, "sweep": params.sweep, "ray_cfg": ray_cfg,
-                 "prepared": str(Path(params.paths.prepared).resolve()), "reference": str(Path(params.paths.reference).resolve())}
+    constants = {
+        "base": params.gan,
+        "sweep": params.sweep,
+        "ray_cfg": ray_cfg,
+        "prepared": str(Path(params.paths.prepared).resolve()),
+        "reference": str(Path(params.paths.reference).resolve()),
+    }
 
     def plain_run(point: dict, name: str) -> float:
         """Seconds of ``point``'s Train run outside Tune (under a storage of its own)."""
-        loop_config = {**{k: constants[k] for k in ("prepared", "reference")}, "live_dir": None,
-                       "cfg": sweep_stage.trial_config(params.gan, params.sweep, point)}
+        loop_config = {
+            **{k: constants[k] for k in ("prepared", "reference")},
+            "live_dir": None,
+            "cfg": sweep_stage.trial_config(params.gan, params.sweep, point),
+        }
         plain_cfg = dataclasses.replace(ray_cfg, storage_path=ray_cfg.storage_path + "-plain")
         clear_run(plain_cfg.storage_path, name)  # Ray would restore an earlier bench's finished run
         started = time.perf_counter()
@@ -72,9 +85,20 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
         """Seconds of ``point`` as a one-trial Tune sweep: the trial (as Tune saw it) and the whole sweep."""
         started = time.perf_counter()
         space = tuning.search_space(dataclasses.replace(params.sweep, search="grid"), [point])
-        outcome, = tuning.run_sweep(sweep_stage.run_trial, space, ray_cfg,
-                                    constants=constants, metric=sweep_stage.METRIC, mode="min", max_concurrent=1,
-                                    scheduler=None, num_samples=1, seed=0, resume=False, label=sweep_stage.label)
+        (outcome,) = tuning.run_sweep(
+            sweep_stage.run_trial,
+            space,
+            ray_cfg,
+            constants=constants,
+            metric=sweep_stage.METRIC,
+            mode="min",
+            max_concurrent=1,
+            scheduler=None,
+            num_samples=1,
+            seed=0,
+            resume=False,
+            label=sweep_stage.label,
+        )
         return outcome.wall_s, time.perf_counter() - started
 
     trial_walls, tune_walls, plain_walls = [], [], []
@@ -88,32 +112,52 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
                     trial_wall, tune_wall = tune_run(point)
                     trial_walls.append(trial_wall)
                     tune_walls.append(tune_wall)
-            print(f"[bench] {sweep_stage.label(point)}: outside Tune {plain_walls[-1]:.1f} s, as a trial {trial_walls[-1]:.1f} s "
-                  f"({trial_walls[-1] - plain_walls[-1]:+.1f}), its sweep {tune_walls[-1]:.1f} s", flush=True)
+            print(
+                f"[bench] {sweep_stage.label(point)}: outside Tune {plain_walls[-1]:.1f} s, as a trial {trial_walls[-1]:.1f} s "
+                f"({trial_walls[-1] - plain_walls[-1]:+.1f}), its sweep {tune_walls[-1]:.1f} s",
+                flush=True,
+            )
     tune_wall = sum(tune_walls)
-    return {"tune_wall": tune_wall, "plain_wall": sum(plain_walls), "per_trial": (tune_wall - sum(plain_walls)) / len(points),
-            "trial_wall": sum(trial_walls), "trial_overhead": (sum(trial_walls) - sum(plain_walls)) / len(points),
-            "share": (sum(trial_walls) - sum(plain_walls)) / sum(trial_walls)}
+    return {
+        "tune_wall": tune_wall,
+        "plain_wall": sum(plain_walls),
+        "per_trial": (tune_wall - sum(plain_walls)) / len(points),
+        "trial_wall": sum(trial_walls),
+        "trial_overhead": (sum(trial_walls) - sum(plain_walls)) / len(points),
+        "share": (sum(trial_walls) - sum(plain_walls)) / sum(trial_walls),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--overhead-trials", type=int, default=2, help="grid points timed with and without Tune")
-    parser.add_argument("--overhead-steps", type=int, default=None, help="steps of each timed run (default: sweep.steps)")
+    parser.add_argument(
+        "--overhead-steps", type=int, default=None, help="steps of each timed run (default: sweep.steps)"
+    )
     parser.add_argument("--overhead-only", action="store_true", help="skip the ASHA and full-grid sweeps")
     args = parser.parse_args()
     params = load_params()
-    print(f"[bench] device: cpu ({torch.get_num_threads()} threads); sweep: {len(sweep_stage.grid_points(params.sweep, params.gan))} "
-          f"trials, {params.sweep.steps} steps each, FID every {params.sweep.fid_every}", flush=True)
+    print(
+        f"[bench] device: cpu ({torch.get_num_threads()} threads); sweep: {len(sweep_stage.grid_points(params.sweep, params.gan))} "
+        f"trials, {params.sweep.steps} steps each, FID every {params.sweep.fid_every}",
+        flush=True,
+    )
 
     overhead = tune_overhead(params, args.overhead_trials, args.overhead_steps)
-    print(f"[bench] Tune: {overhead['tune_wall']:.1f} s in all, trials {overhead['trial_wall']:.1f} s (start to end as Tune saw them); "
-          f"outside Tune {overhead['plain_wall']:.1f} s", flush=True)
+    print(
+        f"[bench] Tune: {overhead['tune_wall']:.1f} s in all, trials {overhead['trial_wall']:.1f} s (start to end as Tune saw them); "
+        f"outside Tune {overhead['plain_wall']:.1f} s",
+        flush=True,
+    )
     if args.overhead_only:
-        print(f"| {args.overhead_trials} trials of {args.overhead_steps or params.sweep.steps} steps: "
-              f"**Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s, "
-              f"{100 * overhead['share']:.1f} % of a trial's wall** |")
-        print(f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |")
+        print(
+            f"| {args.overhead_trials} trials of {args.overhead_steps or params.sweep.steps} steps: "
+            f"**Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s, "
+            f"{100 * overhead['share']:.1f} % of a trial's wall** |"
+        )
+        print(
+            f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |"
+        )
         return
     results = {}
     for scheduler in ("asha", "fifo"):
@@ -126,15 +170,23 @@ def main() -> None:
     print(f"| {args.overhead_trials} one-trial Tune sweeps: wall | {overhead['tune_wall']:.1f} s |")
     print(f"| the same Train runs outside Tune | {overhead['plain_wall']:.1f} s |")
     print(f"| the same trials from Tune's start to end of each | {overhead['trial_wall']:.1f} s |")
-    print(f"| **Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s, "
-              f"{100 * overhead['share']:.1f} % of a trial's wall** |")
-    print(f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |")
+    print(
+        f"| **Tune's overhead per trial** (trial start to end) | **{overhead['trial_overhead']:.1f} s, "
+        f"{100 * overhead['share']:.1f} % of a trial's wall** |"
+    )
+    print(
+        f"| a one-trial sweep's overhead (experiment start-up and trial actor included) | {overhead['per_trial']:.1f} s |"
+    )
     print(f"| full grid (FIFO): trial-steps, wall | {fifo['trial_steps']}, {fifo['wall']:.0f} s |")
-    print(f"| ASHA: trial-steps, wall, stopped early | {asha['trial_steps']}, {asha['wall']:.0f} s, {asha['stopped']} of {asha['trials']} |")
+    print(
+        f"| ASHA: trial-steps, wall, stopped early | {asha['trial_steps']}, {asha['wall']:.0f} s, {asha['stopped']} of {asha['trials']} |"
+    )
     print(f"| **trial-steps ASHA saved** | **{100 * (1 - asha['trial_steps'] / fifo['trial_steps']):.0f} %** |")
     same = asha["best"]["loss"] == fifo["best"]["loss"] and asha["best"]["ttur_ratio"] == fifo["best"]["ttur_ratio"]
-    print(f"| winner: ASHA / full grid | {asha['best']['loss']} ×{asha['best']['ttur_ratio']:g} (FID {asha['best_fid']:.1f}) / "
-          f"{fifo['best']['loss']} ×{fifo['best']['ttur_ratio']:g} (FID {fifo['best_fid']:.1f}): **{'same' if same else 'different'}** |")
+    print(
+        f"| winner: ASHA / full grid | {asha['best']['loss']} ×{asha['best']['ttur_ratio']:g} (FID {asha['best_fid']:.1f}) / "
+        f"{fifo['best']['loss']} ×{fifo['best']['ttur_ratio']:g} (FID {fifo['best_fid']:.1f}): **{'same' if same else 'different'}** |"
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def stored_config(stored: dict[str, Any], path: str | os.PathLike = "the checkpo
     try:
         return GANConfig.from_dict(stored)
     except ConfigError as error:
-        raise CheckpointError(f"{path} holds a config this code no longer accepts ({str(error).rstrip('.')}); retrain.") from error
+        raise CheckpointError(
+            f"{path} holds a config this code no longer accepts ({str(error).rstrip('.')}); retrain."
+        ) from error
 
 
 GENERATOR_WEIGHTS = ("G_ema", "G", "G_init", "best")
@@ -74,7 +76,9 @@ def load_generator(state: dict[str, Any], key: str = "G_ema") -> torch.nn.Module
         raise CheckpointError(f"Unknown generator weights {key!r}; allowed values: {', '.join(GENERATOR_WEIGHTS)}.")
     weights = state[key] if key != "best" else (state.get("best") or {}).get("G_ema")
     if weights is None:
-        raise CheckpointError(f"The checkpoint holds no {key!r} generator (train.fid_every was 0 or no score was taken).")
+        raise CheckpointError(
+            f"The checkpoint holds no {key!r} generator (train.fid_every was 0 or no score was taken)."
+        )
     generator, _ = build_models(state["config"])
     generator.load_state_dict(weights)
     return generator.eval()

@@ -48,8 +48,10 @@ def require_auto_or_bool(config, section: str, *keys: str) -> None:
     """Each named field of ``config`` must be true, false or "auto"."""
     for key in keys:
         value = getattr(config, key)
-        _require(isinstance(value, bool) or value == "auto",
-                 f"{section}.{key}={value!r} is not valid; allowed values: true, false, auto.")
+        _require(
+            isinstance(value, bool) or value == "auto",
+            f"{section}.{key}={value!r} is not valid; allowed values: true, false, auto.",
+        )
 
 
 def require_registered(registry, value: str, key: str) -> None:
@@ -121,7 +123,10 @@ class ModelConfig:
         # name (and the resolutions it can make) is checked by gans.models.check_model_config, where families live.
         require_positive(self, "model", "z_dim", "g_width", "d_width")
         _require(0 <= self.d_dropout < 1, f"model.d_dropout={self.d_dropout} must be in [0, 1).")
-        _require(self.d_norm in ("auto", "batch", "none"), f"model.d_norm={self.d_norm!r} is not valid; allowed values: auto, batch, none.")
+        _require(
+            self.d_norm in ("auto", "batch", "none"),
+            f"model.d_norm={self.d_norm!r} is not valid; allowed values: auto, batch, none.",
+        )
 
 
 @dataclass(frozen=True)
@@ -249,8 +254,12 @@ class TrainConfig:
         require_positive(self, "train", "steps", "batch_size", "log_every", "snapshot_every", "n_fixed")
         require_auto_or_bool(self, "train", "amp", "channels_last")
         require_non_negative(self, "train", "fid_every")
-        _require(self.fid_samples >= 2, f"train.fid_samples={self.fid_samples} must be at least 2 (FID needs a covariance).")
-        _require(self.n_critic is None or self.n_critic > 0, f"train.n_critic={self.n_critic} must be positive or null.")
+        _require(
+            self.fid_samples >= 2, f"train.fid_samples={self.fid_samples} must be at least 2 (FID needs a covariance)."
+        )
+        _require(
+            self.n_critic is None or self.n_critic > 0, f"train.n_critic={self.n_critic} must be positive or null."
+        )
         require_non_negative(self, "train", "seed")
         _require(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1).")
 
@@ -282,8 +291,18 @@ class EvalConfig:
     """k of the k-NN balls of precision/recall (torch-fidelity's default)."""
 
     def __post_init__(self) -> None:
-        require_positive(self, "eval", "n_fake", "batch_size", "kid_subsets", "kid_subset_size", "grid_size",
-                         "fid_draws", "standing_samples", "prc_neighborhood")
+        require_positive(
+            self,
+            "eval",
+            "n_fake",
+            "batch_size",
+            "kid_subsets",
+            "kid_subset_size",
+            "grid_size",
+            "fid_draws",
+            "standing_samples",
+            "prc_neighborhood",
+        )
         _require(self.n_fake >= 2, f"eval.n_fake={self.n_fake} must be at least 2 (FID needs a covariance).")
 
 
@@ -352,7 +371,9 @@ class GANConfig:
     def from_dict(cls, params: Mapping[str, Any]) -> GANConfig:
         """Build from a params mapping; sections other than this config's are ignored."""
         hints = typing.get_type_hints(cls)
-        return cls(**{f.name: section_from_mapping(hints[f.name], params.get(f.name), f.name) for f in dataclasses.fields(cls)})
+        return cls(
+            **{f.name: section_from_mapping(hints[f.name], params.get(f.name), f.name) for f in dataclasses.fields(cls)}
+        )
 
 
 def section_from_mapping(cls: type, values: Optional[Mapping[str, Any]], section: str):

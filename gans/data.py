@@ -60,7 +60,9 @@ class PreparedDataset:
         self.path = path
         self.images = np.load(images_path, mmap_mode="r")
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise DatasetError(f"{images_path} must hold uint8 images [N, C, H, W], got {self.images.dtype} {self.images.shape}.")
+            raise DatasetError(
+                f"{images_path} must hold uint8 images [N, C, H, W], got {self.images.dtype} {self.images.shape}."
+            )
         manifest_path = path / MANIFEST_FILE
         self.manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
 

@@ -70,14 +70,22 @@ def divergence(history: Sequence[dict]) -> Optional[Diagnosis]:
     for entry in history:
         broken = [key for key in LOSS_KEYS if key in entry and not math.isfinite(entry[key])]
         if broken:
-            return Diagnosis("divergence", int(entry["step"]), int(history[-1]["step"]),
-                             {f"{key}_finite": 0.0 for key in broken},
-                             "a loss became NaN/inf: lower lr_d/lr_g, or use a gradient penalty (wgan-gp, R1)")
+            return Diagnosis(
+                "divergence",
+                int(entry["step"]),
+                int(history[-1]["step"]),
+                {f"{key}_finite": 0.0 for key in broken},
+                "a loss became NaN/inf: lower lr_d/lr_g, or use a gradient penalty (wgan-gp, R1)",
+            )
         exploded = [key for key in LOSS_KEYS if abs(entry.get(key, 0.0)) >= EXPLOSION_LIMIT]
         if exploded:
-            return Diagnosis("divergence", int(entry["step"]), int(history[-1]["step"]),
-                             {key: float(entry[key]) for key in exploded},
-                             "losses or gradients exploded: lower lr_d/lr_g, or use spectral norm or a gradient penalty")
+            return Diagnosis(
+                "divergence",
+                int(entry["step"]),
+                int(history[-1]["step"]),
+                {key: float(entry[key]) for key in exploded},
+                "losses or gradients exploded: lower lr_d/lr_g, or use spectral norm or a gradient penalty",
+            )
     return None
 
 
@@ -96,19 +104,26 @@ def convergence_failure(history: Sequence[dict]) -> Optional[Diagnosis]:
             start = None
     if best is None:
         return None
-    window = history[best[0]:best[1]]
+    window = history[best[0] : best[1]]
     steps = np.array([row["step"] for row in window], dtype=float)
     g_loss = np.array([row["g_loss"] for row in window], dtype=float)
     slope = float(np.polyfit(steps, g_loss, 1)[0]) if len(set(steps)) > 1 else 0.0
     if slope * (steps[-1] - steps[0]) <= G_LOSS_RISE * abs(g_loss[0]):
         return None
     return Diagnosis(
-        "convergence_failure", int(steps[0]), int(steps[-1]),
-        {"d_acc_real": float(np.mean([row["d_acc_real"] for row in window])),
-         "d_acc_fake": float(np.mean([row["d_acc_fake"] for row in window])),
-         "d_loss": float(np.mean([row["d_loss"] for row in window])),
-         "g_loss_start": float(g_loss[0]), "g_loss_end": float(g_loss[-1]), "g_loss_rise_per_1k_steps": 1000 * slope},
-        "D overpowers G: lower lr_d (TTUR), use label smoothing or augmentation (augment.policy)")
+        "convergence_failure",
+        int(steps[0]),
+        int(steps[-1]),
+        {
+            "d_acc_real": float(np.mean([row["d_acc_real"] for row in window])),
+            "d_acc_fake": float(np.mean([row["d_acc_fake"] for row in window])),
+            "d_loss": float(np.mean([row["d_loss"] for row in window])),
+            "g_loss_start": float(g_loss[0]),
+            "g_loss_end": float(g_loss[-1]),
+            "g_loss_rise_per_1k_steps": 1000 * slope,
+        },
+        "D overpowers G: lower lr_d (TTUR), use label smoothing or augmentation (augment.policy)",
+    )
 
 
 @DIAGNOSES.register("mode_collapse")
@@ -118,25 +133,32 @@ def mode_collapse(history: Sequence[dict]) -> Optional[Diagnosis]:
     if not scored:
         return None
     last = scored[-1]
-    return collapse_of(last["diversity"], last["duplicates"], int(last["step"]), int(last["step"]),
-                       g_loss_oscillation(history))
+    return collapse_of(
+        last["diversity"], last["duplicates"], int(last["step"]), int(last["step"]), g_loss_oscillation(history)
+    )
 
 
-def collapse_of(diversity: float, duplicates: float, start: int, end: int,
-                oscillation: Optional[float] = None) -> Optional[Diagnosis]:
+def collapse_of(
+    diversity: float, duplicates: float, start: int, end: int, oscillation: Optional[float] = None
+) -> Optional[Diagnosis]:
     """A ``mode_collapse`` diagnosis when ``diversity`` < 0.5 or ``duplicates`` > 0.5 (``gans.metrics.sample_diversity``)."""
     if not (diversity < LOW_DIVERSITY or duplicates > DUPLICATE_FRACTION):
         return None
     evidence = {"diversity": float(diversity), "duplicates": float(duplicates)}
     if oscillation is not None:
         evidence["g_loss_oscillation"] = oscillation
-    return Diagnosis("mode_collapse", start, end, evidence,
-                     "samples lack variety: raise lr_g relative to lr_d, use hinge or wgan-gp, or minibatch diversity")
+    return Diagnosis(
+        "mode_collapse",
+        start,
+        end,
+        evidence,
+        "samples lack variety: raise lr_g relative to lr_d, use hinge or wgan-gp, or minibatch diversity",
+    )
 
 
 def g_loss_oscillation(history: Sequence[dict]) -> Optional[float]:
     """Std of G's loss changes between log steps over the last quarter of the history (large: oscillating)."""
-    late = [row["g_loss"] for row in history[len(history) * 3 // 4:] if math.isfinite(row.get("g_loss", math.nan))]
+    late = [row["g_loss"] for row in history[len(history) * 3 // 4 :] if math.isfinite(row.get("g_loss", math.nan))]
     return float(np.std(np.diff(late))) if len(late) >= 3 else None
 
 

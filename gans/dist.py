@@ -62,7 +62,9 @@ def wrap(module: nn.Module, device: torch.device, sync_batchnorm: bool = False) 
     device_ids = [device.index] if device.type == "cuda" else None
     # An explicit bucket cap also drops DDP's 1 MB first bucket: a GAN's G or D then all-reduces its gradients
     # in one call per update, not two: each gloo call has a fixed cost on CPU whatever its size.
-    return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False, bucket_cap_mb=BUCKET_CAP_MB)
+    return DistributedDataParallel(
+        module, device_ids=device_ids, forward_sync_buffers=False, bucket_cap_mb=BUCKET_CAP_MB
+    )
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -31,7 +31,9 @@ def copy_buffers(target: nn.Module, source: nn.Module) -> None:
 
 
 @torch.no_grad()
-def standing_statistics(generator: nn.Module, z_dim: int, samples: int = 1024, batch_size: int = 64, seed: int = 0) -> nn.Module:
+def standing_statistics(
+    generator: nn.Module, z_dim: int, samples: int = 1024, batch_size: int = 64, seed: int = 0
+) -> nn.Module:
     """Recompute ``generator``'s BatchNorm running statistics from its own outputs ("standing statistics").
 
     An EMA generator carries the statistics of the live G, whose weights differ from the averaged ones;

@@ -95,8 +95,9 @@ def _export_onnx(generator: nn.Module, z_dim: int, path: Path) -> int:
     return int(program.model.opset_imports[""])
 
 
-def parity(reference: nn.Module, candidate: Callable[[torch.Tensor], Any], z_dim: int,
-           batch_sizes=PARITY_BATCH_SIZES) -> float:
+def parity(
+    reference: nn.Module, candidate: Callable[[torch.Tensor], Any], z_dim: int, batch_sizes=PARITY_BATCH_SIZES
+) -> float:
     """Largest |candidate(z) − reference(z)| over a few batch sizes (``candidate`` may return a NumPy array)."""
     worst = 0.0
     generator = torch.Generator().manual_seed(0)
@@ -151,13 +152,15 @@ def export_generator(
             "version": version,
             "model": cfg.model.name,
             "inputs": [{"name": "z", "shape": [-1, z_dim], "dtype": "float32", "distribution": "standard normal"}],
-            "outputs": [{
-                "name": "images",
-                "shape": [-1, channels, resolution, resolution],
-                "dtype": "float32",
-                "layout": "NCHW",
-                "value_range": [-1.0, 1.0],
-            }],
+            "outputs": [
+                {
+                    "name": "images",
+                    "shape": [-1, channels, resolution, resolution],
+                    "dtype": "float32",
+                    "layout": "NCHW",
+                    "value_range": [-1.0, 1.0],
+                }
+            ],
             "z_dim": z_dim,
             "resolution": resolution,
             "channels": channels,
@@ -212,7 +215,9 @@ def _torchscript_generate(path: Path) -> Generate:
     return generate
 
 
-def load_backend(directory: str | os.PathLike, backend: str, threads: int | None = None) -> tuple[Generate, dict[str, Any]]:
+def load_backend(
+    directory: str | os.PathLike, backend: str, threads: int | None = None
+) -> tuple[Generate, dict[str, Any]]:
     """(generate, signature) of an exported version directory, run by ``backend`` ("onnx" or "torchscript").
 
     ``generate`` maps float32 latents [N, z_dim] to float32 images [N, C, R, R]. ``threads`` sets ONNX
@@ -225,7 +230,9 @@ def load_backend(directory: str | os.PathLike, backend: str, threads: int | None
     signature = _read_signature(directory)
     path = directory / signature.get("files", {}).get(backend, FILES[backend])
     if not path.is_file():
-        raise ExportError(f"{directory} has no {path.name} for the {backend} backend; re-export it or use another backend.")
+        raise ExportError(
+            f"{directory} has no {path.name} for the {backend} backend; re-export it or use another backend."
+        )
     generate = _onnx_generate(path, threads) if backend == "onnx" else _torchscript_generate(path)
     return generate, signature
 

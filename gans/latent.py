@@ -69,7 +69,9 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: Weight, eps: float = 1e-7) -> t
     return out.to(dtype)
 
 
-def interpolation_latents(z_starts: torch.Tensor, z_ends: torch.Tensor, steps: int, mode: str = "slerp") -> torch.Tensor:
+def interpolation_latents(
+    z_starts: torch.Tensor, z_ends: torch.Tensor, steps: int, mode: str = "slerp"
+) -> torch.Tensor:
     """[rows·steps, z_dim]: row r walks from ``z_starts[r]`` to ``z_ends[r]`` in ``steps`` even steps (ends included).
 
     Row-major, so ``torchvision.utils.make_grid(G(z), nrow=steps)`` draws one walk per row.
@@ -77,8 +79,9 @@ def interpolation_latents(z_starts: torch.Tensor, z_ends: torch.Tensor, steps: i
     if steps < 2:
         raise LatentError(f"An interpolation needs at least 2 steps (its two ends), not {steps}.")
     if z_starts.shape != z_ends.shape or z_starts.dim() != 2:
-        raise LatentError(f"Interpolation starts {tuple(z_starts.shape)} and ends {tuple(z_ends.shape)} "
-                          "must both be [rows, z_dim].")
+        raise LatentError(
+            f"Interpolation starts {tuple(z_starts.shape)} and ends {tuple(z_ends.shape)} must both be [rows, z_dim]."
+        )
     interpolate = INTERPOLATIONS.get(mode)
     t = torch.linspace(0, 1, steps, dtype=z_starts.dtype, device=z_starts.device).view(1, steps, 1)
     walks = interpolate(z_starts[:, None, :], z_ends[:, None, :], t)  # [rows, steps, z_dim]
@@ -115,11 +118,13 @@ class Arithmetic:
     def rows(self, images: torch.Tensor) -> list[tuple[str, list[Optional[torch.Tensor]]]]:
         """(label, cells) per grid row from ``images`` = G(``tiles()``); a None cell stays empty."""
         if len(images) != len(self.tiles()):
-            raise LatentError(f"The arithmetic grid has {len(self.tiles())} tiles, but {len(images)} images were given.")
+            raise LatentError(
+                f"The arithmetic grid has {len(self.tiles())} tiles, but {len(images)} images were given."
+            )
         rows, start = [], 0
         for group in GROUPS:
             count = len(self.indices[group])
-            members, mean = list(images[start:start + count]), images[start + count]
+            members, mean = list(images[start : start + count]), images[start + count]
             label = f"{group.upper()}: {' '.join(map(str, self.indices[group]))}"
             rows.append((label, members + [None] * (self.columns - 1 - count) + [mean]))
             start += count + 1
@@ -140,11 +145,15 @@ def arithmetic_latents(fixed_z: torch.Tensor, groups: dict[str, Sequence[int]]) 
     for group in GROUPS:
         chosen = tuple(int(i) for i in groups.get(group) or ())
         if not chosen:
-            raise LatentError(f"Latent group {group.upper()} is empty; give it at least one index of the {count} fixed latents.")
+            raise LatentError(
+                f"Latent group {group.upper()} is empty; give it at least one index of the {count} fixed latents."
+            )
         bad = next((i for i in chosen if not 0 <= i < count), None)
         if bad is not None:
-            raise LatentError(f"Latent group {group.upper()} holds index {bad}, outside the {count} fixed latents "
-                              f"(valid indices: 0–{count - 1}).")
+            raise LatentError(
+                f"Latent group {group.upper()} holds index {bad}, outside the {count} fixed latents "
+                f"(valid indices: 0–{count - 1})."
+            )
         indices[group] = chosen
     members = {group: fixed_z[list(chosen)] for group, chosen in indices.items()}
     means = {group: z.mean(dim=0) for group, z in members.items()}

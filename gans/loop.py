@@ -65,13 +65,25 @@ def stop_message(metrics: dict[str, Any]) -> Optional[str]:
     stopped_by = metrics.get("stopped_by")
     if not stopped_by:
         return None
-    return (f"Training stopped at step {int(metrics['step'])}: {stopped_by.replace('_', ' ')} "
-            f"(train.stop_on; the diagnosis in the checkpoint has the evidence).")
+    return (
+        f"Training stopped at step {int(metrics['step'])}: {stopped_by.replace('_', ' ')} "
+        f"(train.stop_on; the diagnosis in the checkpoint has the evidence)."
+    )
 
 
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
 ScoreFn = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Callbacks:
+    """How a run talks to its caller (the module docstring says when each is called); None: not called."""
+
+    log: Optional[LogFn] = None
+    report: Optional[ReportFn] = None
+    should_stop: Optional[Callable[[], bool]] = None
+    score: Optional[ScoreFn] = None
 
 
 def check_config(cfg: GANConfig) -> None:
@@ -119,25 +131,41 @@ def make_deterministic() -> None:
 def worker_batch(batch_size: int, world_size: int) -> int:
     """Each worker's share of the global ``train.batch_size``; ``ConfigError`` when it does not split evenly."""
     if batch_size % world_size:
-        raise ConfigError(f"train.batch_size={batch_size} is the global batch and must split evenly over the "
-                          f"{world_size} workers; make it a multiple of {world_size}.")
+        raise ConfigError(
+            f"train.batch_size={batch_size} is the global batch and must split evenly over the "
+            f"{world_size} workers; make it a multiple of {world_size}."
+        )
     return batch_size // world_size
 
 
-def choose_precision(cfg: GANConfig, device: torch.device, batch: int, resume: Optional[dict[str, Any]] = None
-                     ) -> precision_choice.Decision:
+def choose_precision(
+    cfg: GANConfig, device: torch.device, batch: int, resume: Optional[dict[str, Any]] = None
+) -> precision_choice.Decision:
     """The run's precision and layout (``gans.precision.decide``), timed on ``batch``-image steps of its own models.
 
     A resumed run on the same machine keeps the decision it started with, so it continues bit-identically.
     """
     saved = (resume or {}).get("precision")
-    if saved and saved["machine"] == precision_choice.machine(device) and not (
-            isinstance(cfg.train.amp, bool) and cfg.train.amp != saved["amp"]
-            or isinstance(cfg.train.channels_last, bool) and cfg.train.channels_last != saved["channels_last"]):
+    if (
+        saved
+        and saved["machine"] == precision_choice.machine(device)
+        and not (
+            isinstance(cfg.train.amp, bool)
+            and cfg.train.amp != saved["amp"]
+            or isinstance(cfg.train.channels_last, bool)
+            and cfg.train.channels_last != saved["channels_last"]
+        )
+    ):
         return precision_choice.Decision(**{**saved, "how": "resumed"})
-    shapes = {"model": dataclasses.asdict(cfg.model), "image_shape": cfg.image_shape, "batch": batch,
-              "loss": cfg.loss.name, "n_critic": cfg.n_critic, "r1": cfg.loss.r1_weight > 0,
-              "augment": list(cfg.augment.policy)}
+    shapes = {
+        "model": dataclasses.asdict(cfg.model),
+        "image_shape": cfg.image_shape,
+        "batch": batch,
+        "loss": cfg.loss.name,
+        "n_critic": cfg.n_critic,
+        "r1": cfg.loss.r1_weight > 0,
+        "augment": list(cfg.augment.policy),
+    }
 
     def steps_of(options: list[precision_choice.Candidate]) -> dict[precision_choice.Candidate, Callable[[], None]]:
         return {option: timing_step(cfg, device, batch, option.amp, option.channels_last) for option in options}
@@ -148,8 +176,9 @@ def choose_precision(cfg: GANConfig, device: torch.device, batch: int, resume: O
 def check_dataset(cfg: GANConfig, dataset: PreparedDataset) -> None:
     """``ConfigError`` when the prepared images are not the shape the config trains on."""
     if dataset.image_shape != cfg.image_shape:
-        raise ConfigError(f"The dataset holds images {dataset.image_shape} but the config asks for "
-                          f"{cfg.image_shape}; rerun prepare.")
+        raise ConfigError(
+            f"The dataset holds images {dataset.image_shape} but the config asks for {cfg.image_shape}; rerun prepare."
+        )
 
 
 def wrap_for_training(state: TrainState, loss: Any, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -197,9 +226,9 @@ def diagnose_history(state: TrainState) -> dict[str, Diagnosis]:
     return found
 
 
-def end_interval(state: TrainState, interval: dict[str, list[float]], *, real_images: int, scored: bool, bar: tqdm,
-                 log: Optional[LogFn], report: Optional[ReportFn], should_stop: Optional[Callable[[], bool]],
-                 score: Optional[ScoreFn]) -> bool:
+def end_interval(
+    state: TrainState, interval: dict[str, list[float]], real_images: int, scored: bool, bar: tqdm, calls: Callbacks
+) -> bool:
     """Close a logging interval: metrics, ADA, FID, history, diagnosis, log; whether the run stops here.
 
     ``real_images``: real images D saw over the interval on all ranks. A failure mode in ``train.stop_on``
@@ -213,19 +242,23 @@ def end_interval(state: TrainState, interval: dict[str, list[float]], *, real_im
         metrics["augment_p"] = state.augment.p
     broken = sorted(key for key, value in metrics.items() if not math.isfinite(value))
     if not broken and scored:  # (the metrics are equal on every rank: with broken ones, every rank stops below)
-        score_generator(state, metrics, score)
+        score_generator(state, metrics, calls.score)
     state.history.append({"step": state.step, **metrics})
     found = diagnose_history(state)
     bar.set_postfix({key: f"{metrics[key]:.3f}" for key in ("d_loss", "g_loss", "fid") if key in metrics})
-    if log is not None and dist.is_main():
-        log({**metrics, **{f"diagnosis/{name}": float(name in found) for name in DIAGNOSES.names()}}, state.step)
+    if calls.log is not None and dist.is_main():
+        calls.log({**metrics, **{f"diagnosis/{name}": float(name in found) for name in DIAGNOSES.names()}}, state.step)
     halt = sorted(name for name in found if name in train.stop_on)
     if broken and "divergence" not in halt:  # NaN weights cannot train on
-        if report is not None:
-            report({**metrics, "fid": math.inf, "diverged": 1.0}, state.step, None)
-        raise TrainingDiverged(f"Training diverged at step {state.step} ({', '.join(broken)} not finite); "
-                               "lower optim.lr_d / optim.lr_g or change loss.name.")
-    stop = bool(dist.mean_over_ranks({"stop": float(bool(halt or (should_stop and should_stop())))})["stop"] > 0)
+        if calls.report is not None:
+            calls.report({**metrics, "fid": math.inf, "diverged": 1.0}, state.step, None)
+        raise TrainingDiverged(
+            f"Training diverged at step {state.step} ({', '.join(broken)} not finite); "
+            "lower optim.lr_d / optim.lr_g or change loss.name."
+        )
+    stop = bool(
+        dist.mean_over_ranks({"stop": float(bool(halt or (calls.should_stop and calls.should_stop())))})["stop"] > 0
+    )
     if halt:
         state.stopped_by = halt
     return stop
@@ -254,19 +287,26 @@ def snapshot(state: TrainState, work_dir: Path, report: Optional[ReportFn]) -> d
     ckpt_dir = save_snapshot(saved, work_dir, state.step)
     if report is not None:
         extra = {"fid": math.inf, "stopped_by": ",".join(state.stopped_by)} if state.stopped_by else {}
-        report({**(state.history[-1] if state.history else {}), **extra, "replica_fingerprints": replicas},
-               state.step, ckpt_dir)
+        report(
+            {**(state.history[-1] if state.history else {}), **extra, "replica_fingerprints": replicas},
+            state.step,
+            ckpt_dir,
+        )
     return saved
 
 
-def roll_back(state: TrainState, last_good: dict[str, Any], work_dir: Path, report: Optional[ReportFn]
-              ) -> dict[str, Any]:
+def roll_back(
+    state: TrainState, last_good: dict[str, Any], work_dir: Path, report: Optional[ReportFn]
+) -> dict[str, Any]:
     """After divergence: save and report the last good snapshot's state with the whole history; that state."""
     final = state.rolled_back(last_good)
     ckpt_dir = save_snapshot(final, work_dir, state.step)
     if report is not None:
-        report({**state.history[-1], "fid": math.inf, "diverged": 1.0, "stopped_by": ",".join(state.stopped_by)},
-               state.step, ckpt_dir)
+        report(
+            {**state.history[-1], "fid": math.inf, "diverged": 1.0, "stopped_by": ",".join(state.stopped_by)},
+            state.step,
+            ckpt_dir,
+        )
     return final
 
 
@@ -304,7 +344,8 @@ def fit(
     G_train, D_train = wrap_for_training(state, loss, device)
     G, D, precision, augment, work_dir = state.G, state.D, state.precision, state.augment, Path(work_dir)
     last_good = state.to_checkpoint()  # what a run stopped by divergence returns: the latest snapshot's state
-    n_images, n_critic, z_dim, last_log_step = len(dataset), cfg.n_critic, cfg.model.z_dim, state.step
+    n_images, n_critic, z_dim, r1 = len(dataset), cfg.n_critic, cfg.model.z_dim, cfg.loss.r1_weight
+    last_log_step, calls = state.step, Callbacks(log, report, should_stop, score)
     interval: dict[str, list[float]] = defaultdict(list)
     shown = progress and dist.is_main()
     bar = tqdm(total=train.steps, initial=state.step, desc="train", unit="step", disable=not shown)
@@ -317,8 +358,9 @@ def fit(
             real = dataset.batch(indices).to(device, memory_format=state.memory_format)
             last = critic_step == n_critic - 1
             fake = generate(G_train if last else G, torch.randn(batch, z_dim, device=device), precision, grad=last)
-            d_stats = discriminator_step(D_train, state.opt_d, loss, real, fake, D_plain=D, precision=precision,
-                                         augment=augment, r1_weight=cfg.loss.r1_weight)
+            d_stats = discriminator_step(
+                D_train, state.opt_d, loss, real, fake, D_plain=D, precision=precision, augment=augment, r1_weight=r1
+            )
             for key, value in {**d_stats, "worker_batch": real.shape[0]}.items():
                 interval[key].append(value)
 
@@ -333,8 +375,8 @@ def fit(
         # End of a logging interval (and of the run when a stop_on mode or should_stop says so).
         stop, scored = False, bool(train.fid_every) and state.step % train.fid_every == 0
         if state.step % train.log_every == 0 or state.step == train.steps or scored:
-            stop = end_interval(state, interval, real_images=(state.step - last_log_step) * batch * world * n_critic,
-                                scored=scored, bar=bar, log=log, report=report, should_stop=should_stop, score=score)
+            real_images = (state.step - last_log_step) * batch * world * n_critic  # D saw, on all ranks
+            stop = end_interval(state, interval, real_images, scored, bar, calls)
             last_log_step = state.step
 
         # Snapshot: never of broken weights; a run stopped by divergence keeps its last good snapshot's.

@@ -40,9 +40,7 @@ def bce_d_loss(
             torch.where(flip, fake_target, real_target),
             torch.where(flip, real_target, fake_target),
         )
-    return F.binary_cross_entropy_with_logits(real, real_target) + F.binary_cross_entropy_with_logits(
-        fake, fake_target
-    )
+    return F.binary_cross_entropy_with_logits(real, real_target) + F.binary_cross_entropy_with_logits(fake, fake_target)
 
 
 def bce_g_loss(fake: torch.Tensor) -> torch.Tensor:
@@ -131,6 +129,7 @@ class _Loss:
 @LOSSES.register("hinge")
 class HingeLoss(_Loss):
     betas = (0.0, 0.9)  # SAGAN, BigGAN
+
     def d_loss(self, real, fake, generator=None):
         return hinge_d_loss(real, fake)
 

@@ -124,8 +124,9 @@ def features_via_torch_fidelity(images: torch.Tensor, batch_size: int = 50, verb
     The reference the faster ``InceptionFeatures`` is measured against (tests, ``bench/fid.py``).
     """
     extractor = InceptionTF2015(EXTRACTOR, [FEATURE])
-    features = get_featuresdict_from_dataset(_UInt8Images(images), extractor, batch_size, cuda=False,
-                                             save_cpu_ram=True, verbose=verbose)
+    features = get_featuresdict_from_dataset(
+        _UInt8Images(images), extractor, batch_size, cuda=False, save_cpu_ram=True, verbose=verbose
+    )
     return features[FEATURE]
 
 
@@ -164,6 +165,7 @@ def fold_batch_norms(graph: torch._C.Graph) -> int:
     these: the weight reaches the conv through a dtype cast). With constant statistics the pair is one
     convolution: w' = w · γ / √(var + ε), b' = β + (b − mean) · γ / √(var + ε). Features move by ~2e-6.
     """
+
     def constant(value: torch._C.Value) -> Optional[torch.Tensor]:
         node = value.node()
         if node.kind() == "aten::to":  # the weight's cast to the input dtype
@@ -213,8 +215,13 @@ class InceptionFeatures:
         if mode not in MODES:
             raise MetricsError(f"FID extractor mode {mode!r} is not valid; allowed values: {', '.join(MODES)}.")
         self.device, self.mode = torch.device(device), mode
-        self.decision = precision.decide(precision.AUTO if mode == "fast" else False, True, self.device,
-                                         self._timing_steps, {"extractor": "inception-tf2015", "micro_batch": self.MICRO_BATCH})
+        self.decision = precision.decide(
+            precision.AUTO if mode == "fast" else False,
+            True,
+            self.device,
+            self._timing_steps,
+            {"extractor": "inception-tf2015", "micro_batch": self.MICRO_BATCH},
+        )
         self.autocast_dtype = getattr(torch, self.decision.dtype) if self.decision.amp else None
         self.net = self._load(fold=not self.decision.amp)
 
@@ -229,12 +236,15 @@ class InceptionFeatures:
 
     def _timing_steps(self, options: list[precision.Candidate]) -> dict[precision.Candidate, Any]:
         """One micro-batch through the exact graph (fp32) or the unfolded one under bf16 autocast, per candidate."""
-        x = torch.rand(self.MICRO_BATCH, 3, self.SIZE, self.SIZE, device=self.device).contiguous(memory_format=torch.channels_last)
+        x = torch.rand(self.MICRO_BATCH, 3, self.SIZE, self.SIZE, device=self.device).contiguous(
+            memory_format=torch.channels_last
+        )
 
         def forward(net: torch.jit.ScriptModule, amp: bool):
             def step() -> None:
                 with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                     net(x)
+
             return step
 
         return {option: forward(self._load(fold=not option.amp), option.amp) for option in options}
@@ -244,15 +254,21 @@ class InceptionFeatures:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [N, C, H, W] (C = 1 or 3) → float32 features [N, 2048] on the CPU."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
-            raise MetricsError(f"Inception expects uint8 images [N, 1 or 3, H, W], got {images.dtype} {tuple(images.shape)}.")
+            raise MetricsError(
+                f"Inception expects uint8 images [N, 1 or 3, H, W], got {images.dtype} {tuple(images.shape)}."
+            )
         x = images.to(self.device).float()
         rows = tf1_resize_matrix(x.shape[2]).to(self.device, torch.float32)
         cols = tf1_resize_matrix(x.shape[3]).to(self.device, torch.float32)
         x = torch.einsum("oh,nchw,pw->ncop", rows, x, cols)  # [N, C, 299, 299]
         x = _rgb((x - 128) / 128).contiguous(memory_format=torch.channels_last)  # as the TF graph scales
         micro = self.MICRO_BATCH if self.device.type == "cpu" else x.shape[0]
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                             enabled=self.autocast_dtype is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+            ),
+        ):
             return torch.cat([self.net(part).float().cpu() for part in x.split(micro)])
 
 
@@ -260,7 +276,9 @@ def make_extractor(device: str | torch.device = "cpu", mode: str = "exact") -> I
     return InceptionFeatures(device, mode)
 
 
-def features_of_images(images: torch.Tensor, extractor: InceptionFeatures, batch_size: int = 50, verbose: bool = True) -> torch.Tensor:
+def features_of_images(
+    images: torch.Tensor, extractor: InceptionFeatures, batch_size: int = 50, verbose: bool = True
+) -> torch.Tensor:
     """Inception features [N, 2048] of uint8 images [N, C, H, W] (C = 1 or 3)."""
     chunks = []
     with tqdm(total=images.shape[0], disable=not verbose, leave=False, unit="images", desc="Inception features") as bar:
@@ -272,7 +290,13 @@ def features_of_images(images: torch.Tensor, extractor: InceptionFeatures, batch
 
 @torch.no_grad()
 def features_of_generator(
-    generator: nn.Module, z_dim: int, n: int, seed: int, extractor: InceptionFeatures, batch_size: int = 50, verbose: bool = True
+    generator: nn.Module,
+    z_dim: int,
+    n: int,
+    seed: int,
+    extractor: InceptionFeatures,
+    batch_size: int = 50,
+    verbose: bool = True,
 ) -> torch.Tensor:
     """Inception features [n, 2048] of ``n`` samples of ``generator``.
 
@@ -298,8 +322,16 @@ class InTrainingFID:
     scored alike; evaluate measures the exported generator exactly. The extractor loads on first use.
     """
 
-    def __init__(self, reference: dict[str, Any], n_samples: int, *, seed: int = 0, device: str | torch.device = "cpu",
-                 mode: str = "fast", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        reference: dict[str, Any],
+        n_samples: int,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        mode: str = "fast",
+        batch_size: int = 64,
+    ) -> None:
         self.reference, self.n_samples, self.seed = reference, n_samples, seed
         self.device, self.mode, self.batch_size = torch.device(device), mode, batch_size
         self._extractor: Optional[InceptionFeatures] = None
@@ -312,8 +344,9 @@ class InTrainingFID:
         generator.eval()
         try:
             z_dim = generator.z_dim
-            features = features_of_generator(generator, z_dim, self.n_samples, self.seed, self._extractor,
-                                             self.batch_size, verbose=False)
+            features = features_of_generator(
+                generator, z_dim, self.n_samples, self.seed, self._extractor, self.batch_size, verbose=False
+            )
         finally:
             generator.train(was_training)
         return {"fid": fid(self.reference, features), **sample_diversity(features, self.reference["kid_features"])}
@@ -327,7 +360,12 @@ def reference_statistics(features: torch.Tensor, max_kid_features: int = 10_000,
     keep = features
     if features.shape[0] > max_kid_features:
         keep = features[np.random.default_rng(seed).choice(features.shape[0], max_kid_features, replace=False)]
-    return {"mu": stats["mu"], "sigma": stats["sigma"], "kid_features": keep.numpy().astype(np.float32), "n": int(features.shape[0])}
+    return {
+        "mu": stats["mu"],
+        "sigma": stats["sigma"],
+        "kid_features": keep.numpy().astype(np.float32),
+        "n": int(features.shape[0]),
+    }
 
 
 def fid(reference: dict[str, Any], features: torch.Tensor) -> float:
@@ -336,14 +374,20 @@ def fid(reference: dict[str, Any], features: torch.Tensor) -> float:
     return fid_statistics_to_metric(reference, stats, verbose=False)["frechet_inception_distance"]
 
 
-def kid(reference: dict[str, Any], features: torch.Tensor, subsets: int, subset_size: int, seed: int) -> dict[str, float]:
+def kid(
+    reference: dict[str, Any], features: torch.Tensor, subsets: int, subset_size: int, seed: int
+) -> dict[str, float]:
     """Kernel Inception Distance (mean, std over subsets); ``subset_size`` is capped by both sample counts."""
     real = torch.from_numpy(np.asarray(reference["kid_features"]))
     size = min(subset_size, real.shape[0], features.shape[0])
     out = kid_features_to_metric(
         features, real, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False
     )
-    return {"kid_mean": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"], "kid_subset_size": size}
+    return {
+        "kid_mean": out["kernel_inception_distance_mean"],
+        "kid_std": out["kernel_inception_distance_std"],
+        "kid_subset_size": size,
+    }
 
 
 def precision_recall(reference: dict[str, Any], features: torch.Tensor, neighborhood: int = 3) -> dict[str, float]:
@@ -354,16 +398,28 @@ def precision_recall(reference: dict[str, Any], features: torch.Tensor, neighbor
     generated one. The real features are the reference's KID subset (all of them up to 10 000).
     """
     real = torch.from_numpy(np.asarray(reference["kid_features"]))
-    out = prc_features_to_metric(features.float(), real.float(), prc_neighborhood=neighborhood, prc_batch_size=10000,
-                                 save_cpu_ram=False, verbose=False)
-    return {"precision": out[KEY_METRIC_PRECISION], "recall": out[KEY_METRIC_RECALL], "f_score": out[KEY_METRIC_F_SCORE]}
+    out = prc_features_to_metric(
+        features.float(),
+        real.float(),
+        prc_neighborhood=neighborhood,
+        prc_batch_size=10000,
+        save_cpu_ram=False,
+        verbose=False,
+    )
+    return {
+        "precision": out[KEY_METRIC_PRECISION],
+        "recall": out[KEY_METRIC_RECALL],
+        "f_score": out[KEY_METRIC_F_SCORE],
+    }
 
 
 DUPLICATE_DISTANCE = 0.25
 """Two samples are near-duplicates when closer than this fraction of the real set's median nearest-neighbour distance."""
 
 
-def sample_diversity(fake_features: torch.Tensor, real_features: torch.Tensor, max_samples: int = 1000) -> dict[str, float]:
+def sample_diversity(
+    fake_features: torch.Tensor, real_features: torch.Tensor, max_samples: int = 1000
+) -> dict[str, float]:
     """How varied generated samples are, from Inception features.
 
     ``diversity``: mean pairwise L2 distance among the generated samples / the same among the real ones
@@ -371,7 +427,10 @@ def sample_diversity(fake_features: torch.Tensor, real_features: torch.Tensor, m
     generated samples whose nearest other sample is closer than 0.25 × the real set's median
     nearest-neighbour distance. At most ``max_samples`` of each set are compared (the first ones).
     """
-    fake, real = torch.as_tensor(fake_features)[:max_samples].double(), torch.as_tensor(real_features)[:max_samples].double()
+    fake, real = (
+        torch.as_tensor(fake_features)[:max_samples].double(),
+        torch.as_tensor(real_features)[:max_samples].double(),
+    )
     fake_distances, real_distances = _pairwise(fake), _pairwise(real)
     real_nearest = real_distances.min(dim=1).values.median()
     return {
@@ -395,8 +454,14 @@ def save_reference(path: str | Path, reference: dict[str, Any], meta: Optional[d
     import json
 
     with atomic_file(path) as tmp:
-        np.savez(tmp, mu=reference["mu"], sigma=reference["sigma"], kid_features=reference["kid_features"],
-                 n=reference["n"], meta=json.dumps(meta or {}))
+        np.savez(
+            tmp,
+            mu=reference["mu"],
+            sigma=reference["sigma"],
+            kid_features=reference["kid_features"],
+            n=reference["n"],
+            meta=json.dumps(meta or {}),
+        )
 
 
 def load_reference(path: str | Path) -> dict[str, Any]:
@@ -406,5 +471,10 @@ def load_reference(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise MetricsError(f"No reference statistics at {path}; run the reference stage first.")
     with np.load(path) as data:
-        return {"mu": data["mu"], "sigma": data["sigma"], "kid_features": data["kid_features"],
-                "n": int(data["n"]), "meta": json.loads(str(data["meta"]))}
+        return {
+            "mu": data["mu"],
+            "sigma": data["sigma"],
+            "kid_features": data["kid_features"],
+            "n": int(data["n"]),
+            "meta": json.loads(str(data["meta"])),
+        }

@@ -54,8 +54,12 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
     return _atomic_png(path, lambda tmp: save_image(grid, tmp))
 
 
-def save_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "",
-                shaded: Optional[dict[str, tuple[int, int]]] = None) -> Path:
+def save_curves(
+    history: Sequence[dict],
+    path: str | os.PathLike,
+    title: str = "",
+    shaded: Optional[dict[str, tuple[int, int]]] = None,
+) -> Path:
     """Plot training curves from loop history (one panel each: losses, D accuracy, gradient norms).
 
     ``shaded`` maps a label (a diagnosed failure mode) to the step range it covers, shaded on every panel.
@@ -127,9 +131,17 @@ def save_lines(series: Sequence[dict], path: str | os.PathLike, *, xlabel: str, 
     return _save_figure(fig, path, dpi=100)
 
 
-def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str], columns: Sequence[str],
-                 path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = "",
-                 notes: Optional[Sequence[Sequence[str]]] = None) -> Path:
+def save_heatmap(
+    values: Sequence[Sequence[Optional[float]]],
+    rows: Sequence[str],
+    columns: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    notes: Optional[Sequence[Sequence[str]]] = None,
+) -> Path:
     """A table of numbers as a colour map with each cell's value (and note) written in it (None: an empty cell)."""
     import numpy as np
 
@@ -141,8 +153,16 @@ def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str
     ax.set_yticks(range(len(rows)), labels=list(rows))
     for (i, j), value in np.ndenumerate(grid):
         text = ("–" if math.isnan(value) else f"{value:.1f}") + (f"\n{notes[i][j]}" if notes and notes[i][j] else "")
-        ax.text(j, i, text, ha="center", va="center", fontsize=9, color="w" if math.isnan(value) else "k",
-                bbox={"facecolor": "white", "alpha": 0.6, "linewidth": 0} if not math.isnan(value) else None)
+        ax.text(
+            j,
+            i,
+            text,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="w" if math.isnan(value) else "k",
+            bbox={"facecolor": "white", "alpha": 0.6, "linewidth": 0} if not math.isnan(value) else None,
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -151,9 +171,15 @@ def save_heatmap(values: Sequence[Sequence[Optional[float]]], rows: Sequence[str
     return _save_figure(fig, path, dpi=100)
 
 
-def save_labelled_grid(rows: Sequence[tuple[str, Sequence[Optional[torch.Tensor]]]], path: str | os.PathLike, *,
-                       column_titles: Optional[Sequence[str]] = None, upscale: int = 2, padding: int = 2,
-                       fontsize: float = 9) -> Path:
+def save_labelled_grid(
+    rows: Sequence[tuple[str, Sequence[Optional[torch.Tensor]]]],
+    path: str | os.PathLike,
+    *,
+    column_titles: Optional[Sequence[str]] = None,
+    upscale: int = 2,
+    padding: int = 2,
+    fontsize: float = 9,
+) -> Path:
     """A grid of images in [-1, 1] (each [C, H, W], all one size) with a label left of each row.
 
     ``rows`` is (label, cells) per row; a None cell, and the cells a short row lacks, stay white. The image
@@ -176,10 +202,14 @@ def save_labelled_grid(rows: Sequence[tuple[str, Sequence[Optional[torch.Tensor]
         for c, cell in enumerate(cells):
             if cell is None:
                 continue
-            image = ((cell.detach().float().cpu().clamp(-1, 1) + 1) / 2).repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
+            image = (
+                ((cell.detach().float().cpu().clamp(-1, 1) + 1) / 2)
+                .repeat_interleave(upscale, 1)
+                .repeat_interleave(upscale, 2)
+            )
             image = image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
             top, left = padding + r * (tile_h + padding), padding + c * (tile_w + padding)
-            canvas[top:top + tile_h, left:left + tile_w] = image.permute(1, 2, 0).numpy()
+            canvas[top : top + tile_h, left : left + tile_w] = image.permute(1, 2, 0).numpy()
 
     dpi = 100
     fig = plt.figure(dpi=dpi, facecolor="white")
@@ -192,7 +222,9 @@ def save_labelled_grid(rows: Sequence[tuple[str, Sequence[Optional[torch.Tensor]
         return width
 
     gap = 6
-    label_margin = int(math.ceil(max(text_width(label) for label, _ in rows))) + 2 * gap if any(label for label, _ in rows) else 0
+    label_margin = (
+        int(math.ceil(max(text_width(label) for label, _ in rows))) + 2 * gap if any(label for label, _ in rows) else 0
+    )
     band = labelled_grid_title_band(fontsize) if column_titles else 0
     width, height = label_margin + canvas.shape[1], band + canvas.shape[0]
     fig.set_size_inches((width + 0.5) / dpi, (height + 0.5) / dpi)  # +0.5: Agg truncates the pixel size

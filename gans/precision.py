@@ -87,8 +87,10 @@ class Decision:
             evidence.append(f"bf16 not tried: {self.skipped}")
         if self.how != "measured":
             evidence.append(self.how)
-        return (f"precision {precision}, channels_last {'on' if self.channels_last else 'off'} "
-                f"({'; '.join(evidence)}; on {self.machine})")
+        return (
+            f"precision {precision}, channels_last {'on' if self.channels_last else 'off'} "
+            f"({'; '.join(evidence)}; on {self.machine})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,8 +171,11 @@ def relative_speeds(times: dict[Candidate, list[float]]) -> dict[str, float]:
     return {candidate.name: medians[reference] / medians[candidate] for candidate in order}
 
 
-def time_candidates(steps: dict[Candidate, Callable[[], None]], budget_s: float = BUDGET_S,
-                    clock: Callable[[], float] = time.perf_counter) -> dict[Candidate, list[float]]:
+def time_candidates(
+    steps: dict[Candidate, Callable[[], None]],
+    budget_s: float = BUDGET_S,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[Candidate, list[float]]:
     """Seconds per step of each candidate: one warm-up step each, then interleaved rounds of one step each.
 
     Rounds go on until ``budget_s`` is spent (at least ``MIN_ROUNDS``, at most ``MAX_ROUNDS``); a candidate
@@ -224,9 +229,14 @@ def cuda_autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
-def decide(amp: Setting, channels_last: Setting, device: torch.device,
-           steps_of: Callable[[list[Candidate]], dict[Candidate, Callable[[], None]]],
-           shapes: dict[str, Any], budget_s: float = BUDGET_S) -> Decision:
+def decide(
+    amp: Setting,
+    channels_last: Setting,
+    device: torch.device,
+    steps_of: Callable[[list[Candidate]], dict[Candidate, Callable[[], None]]],
+    shapes: dict[str, Any],
+    budget_s: float = BUDGET_S,
+) -> Decision:
     """The ``Decision`` for settings ``amp`` and ``channels_last`` on ``device``.
 
     ``steps_of(candidates)`` builds one zero-argument training step per candidate (only called when
@@ -255,5 +265,6 @@ def decide(amp: Setting, channels_last: Setting, device: torch.device,
         times, how = time_candidates(steps_of(options), budget_s), "measured"
         write_cached(key, times, f"{where}; threads {torch.get_num_threads()}; {json.dumps(shapes, default=str)}")
     best = choose(times)
-    return Decision(best.amp, best.channels_last, "bfloat16" if best.amp else "float32", how, where,
-                    relative_speeds(times), skipped)
+    return Decision(
+        best.amp, best.channels_last, "bfloat16" if best.amp else "float32", how, where, relative_speeds(times), skipped
+    )

@@ -43,9 +43,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise RegistryError(
-                f"Unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())}."
-            ) from None
+            raise RegistryError(f"Unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())}.") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -136,7 +136,9 @@ def discriminator_step(
         d_loss = loss.d_loss(real_logits, fake_logits, generator=generator)
         penalties = {}
         if loss.gp_weight > 0:
-            penalties["gradient_penalty"] = gradient_penalty(penalty_critic, real, fake, loss.gp_weight, precision.scaler_d)
+            penalties["gradient_penalty"] = gradient_penalty(
+                penalty_critic, real, fake, loss.gp_weight, precision.scaler_d
+            )
         if r1_weight > 0:
             penalties["r1_penalty"] = r1_penalty(penalty_critic, real, r1_weight, precision.scaler_d)
     stats = {
@@ -182,8 +184,9 @@ def generate(G: nn.Module, z: torch.Tensor, precision: Precision = FULL_PRECISIO
         return G(z)
 
 
-def timing_step(cfg, device: torch.device, batch: int, amp: bool, channels_last: bool, dtype: Optional[torch.dtype] = None
-                ) -> Callable[[], None]:
+def timing_step(
+    cfg, device: torch.device, batch: int, amp: bool, channels_last: bool, dtype: Optional[torch.dtype] = None
+) -> Callable[[], None]:
     """One training step of ``cfg``'s models, loss and augmentation (``n_critic`` D updates, one G update) on
     fresh models and a random batch, as a zero-argument function: what ``gans.precision`` and ``bench/step.py`` time.
 
@@ -203,8 +206,9 @@ def timing_step(cfg, device: torch.device, batch: int, amp: bool, channels_last:
         for critic_step in range(n_critic):
             last = critic_step == n_critic - 1
             fake = generate(G, torch.randn(batch, z_dim, device=device), precision, grad=last)
-            discriminator_step(D, opt_d, loss, real, fake, D_plain=D, precision=precision, augment=augment,
-                               r1_weight=r1_weight)
+            discriminator_step(
+                D, opt_d, loss, real, fake, D_plain=D, precision=precision, augment=augment, r1_weight=r1_weight
+            )
         generator_step(G, D, opt_g, loss, fake, precision=precision, augment=augment)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

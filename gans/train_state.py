@@ -45,8 +45,11 @@ def resume_conflicts(saved: GANConfig, saved_world_size: int, cfg: GANConfig, wo
     order and noise streams: the seed, the batch size, the D updates per G update and the world size.
     ``train.steps`` may grow; logging and snapshot cadence may change.
     """
-    conflicts = [f"{section} section" for section in ("data", "model", "loss", "optim", "augment")
-                 if getattr(saved, section) != getattr(cfg, section)]
+    conflicts = [
+        f"{section} section"
+        for section in ("data", "model", "loss", "optim", "augment")
+        if getattr(saved, section) != getattr(cfg, section)
+    ]
     for key, old, new in (
         ("train.seed", saved.train.seed, cfg.train.seed),
         ("train.batch_size", saved.train.batch_size, cfg.train.batch_size),
@@ -88,8 +91,14 @@ class TrainState:
     """The ``train.stop_on`` modes that ended the run."""
 
     @classmethod
-    def create(cls, cfg: GANConfig, decision: precision_choice.Decision, device: torch.device, world_size: int,
-               resume: Optional[dict[str, Any]] = None) -> TrainState:
+    def create(
+        cls,
+        cfg: GANConfig,
+        decision: precision_choice.Decision,
+        device: torch.device,
+        world_size: int,
+        resume: Optional[dict[str, Any]] = None,
+    ) -> TrainState:
         """A fresh run's state on ``device`` (the same initial weights on every rank), or ``resume``'s."""
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         G, D = build_models(cfg)
@@ -147,8 +156,10 @@ class TrainState:
         """
         conflicts = resume_conflicts(saved["config"], int(saved["world_size"]), self.cfg, self.world_size)
         if conflicts:
-            raise ConfigError(f"Cannot resume: the checkpoint's run differs ({'; '.join(conflicts)}); "
-                              "set train.resume: false to start fresh.")
+            raise ConfigError(
+                f"Cannot resume: the checkpoint's run differs ({'; '.join(conflicts)}); "
+                "set train.resume: false to start fresh."
+            )
         self.G.load_state_dict(saved["G"])
         self.D.load_state_dict(saved["D"])
         self.G_ema.load_state_dict(saved["G_ema"])

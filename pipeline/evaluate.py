@@ -47,7 +47,11 @@ CURVES_FILE = "losses.png"
 
 def standing_settings(cfg: EvalConfig) -> Optional[dict[str, int]]:
     """The ``gans.ema.standing_statistics`` arguments evaluate uses (recorded in ``selected`` for export), or None."""
-    return {"samples": cfg.standing_samples, "batch_size": cfg.batch_size, "seed": cfg.seed} if cfg.standing_stats else None
+    return (
+        {"samples": cfg.standing_samples, "batch_size": cfg.batch_size, "seed": cfg.seed}
+        if cfg.standing_stats
+        else None
+    )
 
 
 def evaluated_generator(state: dict[str, Any], key: str, cfg: EvalConfig, device: torch.device) -> torch.nn.Module:
@@ -62,16 +66,20 @@ def initial_score_key(state: dict[str, Any], cfg: EvalConfig, reference_path: st
     """What the step-0 generator's scores depend on: its weights and architecture, the evaluation settings,
     the reference statistics' bytes and the extractor on this machine. Runs that keep the model and seed
     share them, so evaluate scores the step-0 generator once per machine (``gans.cache``)."""
-    return digest({
-        "weights": fingerprint(state["G_init"]),
-        "model": state["config"].model,
-        "image_shape": state["config"].image_shape,
-        "eval": {key: getattr(cfg, key) for key in ("n_fake", "seed", "batch_size", "kid_subsets", "kid_subset_size")},
-        "standing": standing_settings(cfg),
-        "reference": hashlib.sha256(Path(reference_path).read_bytes()).hexdigest(),
-        "extractor": [EXTRACTOR, extractor.decision.to_dict()],
-        "torch": torch.__version__,
-    })
+    return digest(
+        {
+            "weights": fingerprint(state["G_init"]),
+            "model": state["config"].model,
+            "image_shape": state["config"].image_shape,
+            "eval": {
+                key: getattr(cfg, key) for key in ("n_fake", "seed", "batch_size", "kid_subsets", "kid_subset_size")
+            },
+            "standing": standing_settings(cfg),
+            "reference": hashlib.sha256(Path(reference_path).read_bytes()).hexdigest(),
+            "extractor": [EXTRACTOR, extractor.decision.to_dict()],
+            "torch": torch.__version__,
+        }
+    )
 
 
 def evaluate(params: Params) -> dict[str, Any]:
@@ -96,19 +104,26 @@ def evaluate(params: Params) -> dict[str, Any]:
         cached = read_entry(SCORES_FILE, initial_key) if label == "initial" else None
         if cached is not None:
             scores[label] = cached
-            print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f} (cached: these weights, "
-                  f"samples and reference were scored on this machine before)", flush=True)
+            print(
+                f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f} (cached: these weights, "
+                f"samples and reference were scored on this machine before)",
+                flush=True,
+            )
             continue
         feature_sets[label] = features(generator, cfg.seed)
-        scores[label] = {"fid": fid(reference, feature_sets[label]),
-                         **kid(reference, feature_sets[label], cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)}
+        scores[label] = {
+            "fid": fid(reference, feature_sets[label]),
+            **kid(reference, feature_sets[label], cfg.kid_subsets, cfg.kid_subset_size, cfg.seed),
+        }
         print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f}", flush=True)
     write_entry(SCORES_FILE, initial_key, scores["initial"], "evaluate: the step-0 generator's FID and KID")
 
     selected = min((label for label in scores if label != "initial"), key=lambda label: scores[label]["fid"])
     chosen, selected_key = scores[selected], dict(candidates)[selected]
     selected_step = int(state["step"]) if selected == "final" else int(best["step"])
-    fids = [chosen["fid"]] + [fid(reference, features(generators[selected], cfg.seed + draw)) for draw in range(1, cfg.fid_draws)]
+    fids = [chosen["fid"]] + [
+        fid(reference, features(generators[selected], cfg.seed + draw)) for draw in range(1, cfg.fid_draws)
+    ]
     diversity = sample_diversity(feature_sets[selected], reference["kid_features"])
     metrics = {
         "fid": chosen["fid"],
@@ -127,7 +142,9 @@ def evaluate(params: Params) -> dict[str, Any]:
             "weights": selected_key,
             "step": selected_step,
             "fid": chosen["fid"],
-            "fid_in_training": None if best is None else (best["fid"] if selected != "final" else _last_fid(state["history"])),
+            "fid_in_training": None
+            if best is None
+            else (best["fid"] if selected != "final" else _last_fid(state["history"])),
             "standing_stats": standing_settings(cfg),
         },
         "diagnosis": _diagnosis(state, diversity, selected_step),
@@ -145,10 +162,14 @@ def evaluate(params: Params) -> dict[str, Any]:
             "generator": "G_ema",
             "fid_draws": cfg.fid_draws,
             "fid_draw_seeds": [cfg.seed + draw for draw in range(cfg.fid_draws)],
-            "precision_recall": {"implementation": "torch_fidelity.metric_prc.prc_features_to_metric",
-                                 "input_order": "generated first, real second", "features": f"{EXTRACTOR} pool (2048)",
-                                 "neighborhood": cfg.prc_neighborhood, "n_generated": cfg.n_fake,
-                                 "n_real": int(len(reference["kid_features"]))},
+            "precision_recall": {
+                "implementation": "torch_fidelity.metric_prc.prc_features_to_metric",
+                "input_order": "generated first, real second",
+                "features": f"{EXTRACTOR} pool (2048)",
+                "neighborhood": cfg.prc_neighborhood,
+                "n_generated": cfg.n_fake,
+                "n_real": int(len(reference["kid_features"])),
+            },
         },
     }
     if cfg.standing_stats and cfg.training_stats_fid:
@@ -160,25 +181,36 @@ def evaluate(params: Params) -> dict[str, Any]:
         metrics["best_snapshot_step"] = int(best["step"])
     write_json(params.paths.eval_metrics, metrics)
     for name, found in metrics["diagnosis"].items():
-        print(f"[evaluate] diagnosis: {name.replace('_', ' ')} at steps {found['start']}–{found['end']}: {found['hint']}", flush=True)
+        print(
+            f"[evaluate] diagnosis: {name.replace('_', ' ')} at steps {found['start']}–{found['end']}: {found['hint']}",
+            flush=True,
+        )
 
     plots = Path(params.paths.eval_plots)
     with torch.no_grad():
         samples = generators[selected](state["fixed_z"][: params.eval.grid_size].to(device))
     save_grid(samples, plots / GRID_FILE)
-    save_curves(state["history"], plots / CURVES_FILE, title=f"{trained.model.name} + {trained.loss.name}",
-                shaded={name: (found["start"], found["end"]) for name, found in metrics["diagnosis"].items()})
+    save_curves(
+        state["history"],
+        plots / CURVES_FILE,
+        title=f"{trained.model.name} + {trained.loss.name}",
+        shaded={name: (found["start"], found["end"]) for name, found in metrics["diagnosis"].items()},
+    )
     return metrics
 
 
 def _diagnosis(state: dict[str, Any], diversity: dict[str, float], step: int) -> dict[str, Any]:
     """Failure modes by name: those in the training history, with mode collapse judged on evaluate's samples."""
     found = {diagnosis.name: diagnosis for diagnosis in diagnose(state["history"]) if diagnosis.name != "mode_collapse"}
-    collapse = collapse_of(diversity["diversity"], diversity["duplicates"], step, step, g_loss_oscillation(state["history"]))
+    collapse = collapse_of(
+        diversity["diversity"], diversity["duplicates"], step, step, g_loss_oscillation(state["history"])
+    )
     if collapse is not None:
         found[collapse.name] = collapse
-    return {name: {key: value for key, value in diagnosis.to_dict().items() if key != "name"}
-            for name, diagnosis in sorted(found.items())}
+    return {
+        name: {key: value for key, value in diagnosis.to_dict().items() if key != "name"}
+        for name, diagnosis in sorted(found.items())
+    }
 
 
 def _last_fid(history: list[dict]) -> Optional[float]:
@@ -191,8 +223,11 @@ def main() -> None:
     print_config("evaluate", params.eval)
     metrics = evaluate(params)
     chosen = metrics["selected"]
-    print(f"[evaluate] selected {chosen['weights']} (step {chosen['step']}): FID {metrics['fid']:.2f} "
-          f"(initial {metrics['fid_initial']:.2f}) → {params.paths.eval_metrics}", flush=True)
+    print(
+        f"[evaluate] selected {chosen['weights']} (step {chosen['step']}): FID {metrics['fid']:.2f} "
+        f"(initial {metrics['fid_initial']:.2f}) → {params.paths.eval_metrics}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def main() -> None:
     )
     signature = json.loads((target / SIGNATURE_FILE).read_text())
     files, diffs = " + ".join(signature["files"].values()), signature["parity"]
-    print(f"[export] generator ({selected['weights']}, step {selected['step']}, FID {evaluation.get('fid', float('nan')):.2f}) "
-          f"→ {target}: {files} (max |Δ| vs eager: TorchScript {diffs['torchscript']:.1e}, ONNX {diffs['onnx']:.1e})", flush=True)
+    print(
+        f"[export] generator ({selected['weights']}, step {selected['step']}, FID {evaluation.get('fid', float('nan')):.2f}) "
+        f"→ {target}: {files} (max |Δ| vs eager: TorchScript {diffs['torchscript']:.1e}, ONNX {diffs['onnx']:.1e})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ class LiveLog:
             f"[train] step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) "
             f"d_loss={metrics['d_loss']:.3f} g_loss={metrics['g_loss']:.3f} "
             f"acc_real={metrics['d_acc_real']:.2f} acc_fake={metrics['d_acc_fake']:.2f}"
-            + (f" fid={metrics['fid']:.1f}" if "fid" in metrics else "") + f" {rate:.1f} step/s",
+            + (f" fid={metrics['fid']:.1f}" if "fid" in metrics else "")
+            + f" {rate:.1f} step/s",
             flush=True,
         )
 

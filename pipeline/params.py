@@ -50,7 +50,9 @@ class PathsConfig:
 
 
 AUTO_WORKERS = "auto"
-RAY_JOB_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # Ray's job supervisor sets it, with RAY_ADDRESS, for a job's entrypoint
+RAY_JOB_VARIABLE = (
+    "RAY_JOB_CONFIG_JSON_ENV_VAR"  # Ray's job supervisor sets it, with RAY_ADDRESS, for a job's entrypoint
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ class RayConfig:
             raise ConfigError(f"ray.max_failures={self.max_failures} must be -1 (forever) or a non-negative integer.")
         allowed = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
         if self.placement_strategy not in allowed:
-            raise ConfigError(f"ray.placement_strategy={self.placement_strategy!r} is not valid; allowed values: {', '.join(allowed)}.")
+            raise ConfigError(
+                f"ray.placement_strategy={self.placement_strategy!r} is not valid; allowed values: {', '.join(allowed)}."
+            )
 
 
 SEARCHES = ("grid", "random")
@@ -142,8 +146,9 @@ class SweepConfig:
     """Continue an interrupted sweep (finished trials are not rerun) instead of starting fresh."""
 
     def __post_init__(self) -> None:
-        require_positive(self, "sweep", "num_samples", "steps", "fid_every", "grace_steps",
-                         "workers_per_trial", "max_concurrent")
+        require_positive(
+            self, "sweep", "num_samples", "steps", "fid_every", "grace_steps", "workers_per_trial", "max_concurrent"
+        )
         if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise ConfigError(f"sweep.cpus_per_worker={self.cpus_per_worker} must be positive or null.")
         for key, value, allowed in (("search", self.search, SEARCHES), ("scheduler", self.scheduler, SCHEDULERS)):
@@ -164,11 +169,15 @@ class SweepConfig:
         if self.n_critic is not None and self.n_critic < 1:
             raise ConfigError(f"sweep.n_critic={self.n_critic} must be positive or null.")
         if self.steps % self.fid_every:
-            raise ConfigError(f"sweep.steps={self.steps} must be a multiple of sweep.fid_every={self.fid_every}, "
-                              "so every trial ends on a scored step.")
+            raise ConfigError(
+                f"sweep.steps={self.steps} must be a multiple of sweep.fid_every={self.fid_every}, "
+                "so every trial ends on a scored step."
+            )
         if self.steps < self.grace_steps:
-            raise ConfigError(f"sweep.steps={self.steps} is smaller than sweep.grace_steps={self.grace_steps}; "
-                              "the budget must cover the grace period.")
+            raise ConfigError(
+                f"sweep.steps={self.steps} is smaller than sweep.grace_steps={self.grace_steps}; "
+                "the budget must cover the grace period."
+            )
         if self.reduction_factor < 2:
             raise ConfigError(f"sweep.reduction_factor={self.reduction_factor} must be at least 2.")
 
@@ -186,7 +195,13 @@ class Params:
 
 
 _GAN_SECTIONS = tuple(f.name for f in dataclasses.fields(GANConfig))
-_OTHER_SECTIONS = {"eval": EvalConfig, "export": ExportConfig, "ray": RayConfig, "sweep": SweepConfig, "paths": PathsConfig}
+_OTHER_SECTIONS = {
+    "eval": EvalConfig,
+    "export": ExportConfig,
+    "ray": RayConfig,
+    "sweep": SweepConfig,
+    "paths": PathsConfig,
+}
 
 
 def parse_params(raw: dict[str, Any]) -> Params:

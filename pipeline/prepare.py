@@ -45,13 +45,17 @@ def main() -> None:
     workers = cfg.workers or os.cpu_count() or 1
     started = time.perf_counter()
     with _pool(params.ray.cluster_address) as pool:
-        manifest = write_prepared_stream(out_dir, iter_outcomes(cfg, workers=workers, pool=pool), _manifest_base(params))
+        manifest = write_prepared_stream(
+            out_dir, iter_outcomes(cfg, workers=workers, pool=pool), _manifest_base(params)
+        )
     seconds = time.perf_counter() - started
     where = f"{workers} workers" if pool is None else f"the Ray cluster at {params.ray.cluster_address}"
     skipped = {k: v for k, v in manifest["counts"].items() if k != "kept"}
-    print(f"[prepare] kept {manifest['count']} images {manifest['shape']} → {out_dir}"
-          f" (skipped: {skipped or 'none'}; {sum(manifest['counts'].values()) / seconds:.1f} images/s on {where})",
-          flush=True)
+    print(
+        f"[prepare] kept {manifest['count']} images {manifest['shape']} → {out_dir}"
+        f" (skipped: {skipped or 'none'}; {sum(manifest['counts'].values()) / seconds:.1f} images/s on {where})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

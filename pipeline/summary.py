@@ -22,14 +22,20 @@ def main() -> None:
     if sweep_path.is_file() and json.loads(sweep_path.read_text()).get("trials"):
         sweep = json.loads(sweep_path.read_text())
         best = sweep["best"]
-        print(f"  sweep        {paths.sweep_trials}, {paths.sweep_plots}/  ({sweep['trials']} trials, "
-              f"{sweep['stopped']} stopped early, {sweep['failed']} failed; winner {best['loss']} ×{best['ttur_ratio']:g})")
+        print(
+            f"  sweep        {paths.sweep_trials}, {paths.sweep_plots}/  ({sweep['trials']} trials, "
+            f"{sweep['stopped']} stopped early, {sweep['failed']} failed; winner {best['loss']} ×{best['ttur_ratio']:g})"
+        )
     print(f"  sample grid  {Path(paths.eval_plots) / GRID_FILE}")
     print(f"  loss curves  {Path(paths.eval_plots) / CURVES_FILE}")
     print(f"  dataset      {Path(paths.prepared) / 'preview.png'}")
     if latest.is_file():
-        print(f"  generator    {Path(paths.models) / latest.read_text().strip()}  (TorchScript + ONNX + signature.json)")
-        print("  serve it:    python -m pipeline.serving.serve   (http://127.0.0.1:8000/; README: Serving the generator)")
+        print(
+            f"  generator    {Path(paths.models) / latest.read_text().strip()}  (TorchScript + ONNX + signature.json)"
+        )
+        print(
+            "  serve it:    python -m pipeline.serving.serve   (http://127.0.0.1:8000/; README: Serving the generator)"
+        )
     print("  compare runs: dvc metrics diff | dvc exp show | dvc plots diff")
 
 

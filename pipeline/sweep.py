@@ -63,8 +63,10 @@ def grid_points(sweep: SweepConfig, base: GANConfig) -> list[dict[str, Any]]:
     fixed order would always spare the same corner of the grid (in list order, the smallest ratio).
     """
     models = sweep.models or (base.model.name,)
-    points = [{LOSS: loss, RATIO: float(ratio), **({MODEL: model} if sweep.models else {})}
-              for model, ratio, loss in itertools.product(models, sweep.ttur_ratios, sweep.losses)]
+    points = [
+        {LOSS: loss, RATIO: float(ratio), **({MODEL: model} if sweep.models else {})}
+        for model, ratio, loss in itertools.product(models, sweep.ttur_ratios, sweep.losses)
+    ]
     order = np.random.default_rng(base.train.seed).permutation(len(points))
     return [points[i] for i in order]
 
@@ -82,7 +84,9 @@ def check_sweep(params: Params) -> None:
         try:
             check_config(trial_config(base, sweep, point))
         except ConfigError as error:
-            raise ConfigError(f"sweep.ttur_ratios/losses/models: the trial {label(point)} is invalid ({str(error).rstrip('.')}).") from None
+            raise ConfigError(
+                f"sweep.ttur_ratios/losses/models: the trial {label(point)} is invalid ({str(error).rstrip('.')})."
+            ) from None
     load_reference(params.paths.reference)  # a missing reference fails here, in one sentence
 
 
@@ -92,12 +96,16 @@ def check_capacity(sweep: SweepConfig, ray_cfg: RayConfig, capacity: dict[str, f
     have = capacity.get(resource, 0.0)
     per_trial = sweep.workers_per_trial * per_worker
     if per_trial > have:
-        raise SweepError(f"sweep.workers_per_trial={sweep.workers_per_trial} needs {per_trial:g} {resource}s per trial "
-                         f"but the cluster has {have:g}; lower it (or ray.cpus_per_worker) or add nodes.")
+        raise SweepError(
+            f"sweep.workers_per_trial={sweep.workers_per_trial} needs {per_trial:g} {resource}s per trial "
+            f"but the cluster has {have:g}; lower it (or ray.cpus_per_worker) or add nodes."
+        )
     if sweep.max_concurrent * per_trial > have:
-        raise SweepError(f"sweep.max_concurrent={sweep.max_concurrent} trials × {per_trial:g} {resource}s need "
-                         f"{sweep.max_concurrent * per_trial:g} {resource}s but the cluster has {have:g}; "
-                         f"set sweep.max_concurrent to at most {int(have // per_trial)}.")
+        raise SweepError(
+            f"sweep.max_concurrent={sweep.max_concurrent} trials × {per_trial:g} {resource}s need "
+            f"{sweep.max_concurrent * per_trial:g} {resource}s but the cluster has {have:g}; "
+            f"set sweep.max_concurrent to at most {int(have // per_trial)}."
+        )
 
 
 def trial_ray_config(params: Params) -> RayConfig:
@@ -105,8 +113,12 @@ def trial_ray_config(params: Params) -> RayConfig:
 
     The path is made absolute here: trials run in working directories of Tune's own."""
     root = storage_uri(params.ray.storage_path).rstrip("/") + "/sweep"
-    return dataclasses.replace(params.ray, num_workers=params.sweep.workers_per_trial, storage_path=root,
-                               cpus_per_worker=params.sweep.cpus_per_worker or params.ray.cpus_per_worker)
+    return dataclasses.replace(
+        params.ray,
+        num_workers=params.sweep.workers_per_trial,
+        storage_path=root,
+        cpus_per_worker=params.sweep.cpus_per_worker or params.ray.cpus_per_worker,
+    )
 
 
 # --- the stage --------------------------------------------------------------------------------------------
@@ -124,26 +136,42 @@ def run(params: Params) -> Optional[dict[str, Any]]:
         return None
     check_sweep(params)
     ray_cfg = trial_ray_config(params)
-    constants = {"base": params.gan, "sweep": sweep, "ray_cfg": ray_cfg,
-                 "prepared": str(Path(paths.prepared).resolve()), "reference": str(Path(paths.reference).resolve())}
+    constants = {
+        "base": params.gan,
+        "sweep": sweep,
+        "ray_cfg": ray_cfg,
+        "prepared": str(Path(paths.prepared).resolve()),
+        "reference": str(Path(paths.reference).resolve()),
+    }
     started = time.perf_counter()
     # A local instance gets this machine's CPUs (or one trial's, if more), and the dashboard: stopped trials
     # free their workers' CPUs only through it (see cluster.init_ray).
     with ray_session(ray_cfg, dashboard=True):
         check_capacity(sweep, ray_cfg, tuning.cluster_capacity())
         outcomes = tuning.run_sweep(
-            run_trial, tuning.search_space(sweep, grid_points(sweep, params.gan)), ray_cfg,
-            constants=constants, metric=METRIC, mode="min", max_concurrent=sweep.max_concurrent,
-            scheduler=tuning.asha(sweep.steps, sweep.grace_steps, sweep.reduction_factor) if sweep.scheduler == "asha" else None,
-            num_samples=sweep.num_samples if sweep.search == "random" else 1, seed=params.gan.train.seed,
-            resume=sweep.resume, label=label,
+            run_trial,
+            tuning.search_space(sweep, grid_points(sweep, params.gan)),
+            ray_cfg,
+            constants=constants,
+            metric=METRIC,
+            mode="min",
+            max_concurrent=sweep.max_concurrent,
+            scheduler=tuning.asha(sweep.steps, sweep.grace_steps, sweep.reduction_factor)
+            if sweep.scheduler == "asha"
+            else None,
+            num_samples=sweep.num_samples if sweep.search == "random" else 1,
+            seed=params.gan.train.seed,
+            resume=sweep.resume,
+            label=label,
         )
     rows = summarize(outcomes, params)
     write_table(rows, paths.sweep_trials)
     write_plots(rows, params, paths.sweep_plots)
     if not rows or rows[0]["best_fid"] is None:
-        raise SweepError(f"No trial of the sweep produced a finite FID ({len(rows)} trials, see {paths.sweep_trials}); "
-                         "lower sweep.ttur_ratios or sweep.lr_g.")
+        raise SweepError(
+            f"No trial of the sweep produced a finite FID ({len(rows)} trials, see {paths.sweep_trials}); "
+            "lower sweep.ttur_ratios or sweep.lr_g."
+        )
     metrics = {**sweep_metrics(rows, params), "wall_s": round(time.perf_counter() - started, 1)}
     write_json(paths.sweep_metrics, metrics)
     write_winner(winner_overrides(rows[0], params), paths.sweep_best)
@@ -156,10 +184,16 @@ def main() -> None:
     metrics = run(params)
     if metrics is not None:
         best = metrics["best"]
-        print(f"[sweep] {metrics['trials']} trials: {metrics['completed']} completed, {metrics['stopped']} stopped early, "
-              f"{metrics['failed']} failed; {100 * metrics['trial_steps_saved']:.0f}% of the grid's trial-steps saved", flush=True)
-        print(f"[sweep] winner {best['loss']} ×{best['ttur_ratio']:g} (trial {best['trial']}): FID {metrics['best_fid']:.2f} "
-              f"→ {params.paths.sweep_best}", flush=True)
+        print(
+            f"[sweep] {metrics['trials']} trials: {metrics['completed']} completed, {metrics['stopped']} stopped early, "
+            f"{metrics['failed']} failed; {100 * metrics['trial_steps_saved']:.0f}% of the grid's trial-steps saved",
+            flush=True,
+        )
+        print(
+            f"[sweep] winner {best['loss']} ×{best['ttur_ratio']:g} (trial {best['trial']}): FID {metrics['best_fid']:.2f} "
+            f"→ {params.paths.sweep_best}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

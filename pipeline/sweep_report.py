@@ -37,7 +37,9 @@ def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, An
     rows = []
     for outcome in outcomes:
         cfg = trial_config(params.gan, params.sweep, outcome.point)
-        scored = [(int(r["step"]), float(r[METRIC])) for r in outcome.reports if METRIC in r and r.get("step") is not None]
+        scored = [
+            (int(r["step"]), float(r[METRIC])) for r in outcome.reports if METRIC in r and r.get("step") is not None
+        ]
         finite = [fid for _, fid in scored if math.isfinite(fid)]
         steps_run = max((step for step, _ in scored), default=0)
         status = "failed" if outcome.error else "completed" if steps_run >= params.sweep.steps else "stopped"
@@ -76,7 +78,9 @@ def _trial_number(trial_id: str) -> Optional[int]:
 def write_table(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """``trials.csv``: the rows with one ``fid@<step>`` column per report step."""
     report_steps = sorted({step for row in rows for step in row["fids"]})
-    columns = [key for key in rows[0] if key != "fids"] + [f"fid@{step}" for step in report_steps] if rows else ["trial"]
+    columns = (
+        [key for key in rows[0] if key != "fids"] + [f"fid@{step}" for step in report_steps] if rows else ["trial"]
+    )
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -104,14 +108,34 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
     used, full = sum(row["steps_run"] for row in rows), len(rows) * sweep.steps
     return {
         "best_fid": winner["best_fid"],
-        "best": {key: winner[key] for key in ("trial", "number", "model", "loss", "ttur_ratio", "lr_g", "lr_d", "betas_g", "betas_d", "n_critic")},
+        "best": {
+            key: winner[key]
+            for key in (
+                "trial",
+                "number",
+                "model",
+                "loss",
+                "ttur_ratio",
+                "lr_g",
+                "lr_d",
+                "betas_g",
+                "betas_d",
+                "n_critic",
+            )
+        },
         "trials": len(rows),
         **{status: sum(row["status"] == status for row in rows) for status in STATUSES},
         "trial_steps": used,
         "trial_steps_full": full,
         "trial_steps_saved": round(1 - used / full, 4) if full else 0.0,
-        "meta": {"search": sweep.search, "scheduler": sweep.scheduler, "steps": sweep.steps, "fid_every": sweep.fid_every,
-                 "fid_samples": params.gan.train.fid_samples, "fid_extractor_mode": "fast"},
+        "meta": {
+            "search": sweep.search,
+            "scheduler": sweep.scheduler,
+            "steps": sweep.steps,
+            "fid_every": sweep.fid_every,
+            "fid_samples": params.gan.train.fid_samples,
+            "fid_extractor_mode": "fast",
+        },
     }
 
 
@@ -119,21 +143,33 @@ def winner_overrides(winner: dict[str, Any], params: Params) -> dict[str, Any]:
     """``best.yaml``: the winner's values for the searched and resolved keys, and where they came from."""
     overrides: dict[str, Any] = {
         "loss": {"name": winner["loss"]},
-        "optim": {"lr_g": winner["lr_g"], "lr_d": winner["lr_d"], "betas_g": winner["betas_g"], "betas_d": winner["betas_d"]},
+        "optim": {
+            "lr_g": winner["lr_g"],
+            "lr_d": winner["lr_d"],
+            "betas_g": winner["betas_g"],
+            "betas_d": winner["betas_d"],
+        },
         "train": {"n_critic": winner["n_critic"]},
     }
     if params.sweep.models is not None:
         overrides = {"model": {"name": winner["model"]}, **overrides}
     # Only what a rerun of the same sweep reproduces (Tune's trial ids are random; the number is not), so an
     # unchanged winner leaves this params file, and so train, unchanged. metrics/sweep.json has the Tune id.
-    overrides["trial"] = {"number": winner["number"], "label": label(_point(winner, params)), "ttur_ratio": winner["ttur_ratio"],
-                          "fid": round(winner["best_fid"], 2), "steps": winner["steps_run"]}
+    overrides["trial"] = {
+        "number": winner["number"],
+        "label": label(_point(winner, params)),
+        "ttur_ratio": winner["ttur_ratio"],
+        "fid": round(winner["best_fid"], 2),
+        "steps": winner["steps_run"],
+    }
     return overrides
 
 
 def write_winner(overrides: dict[str, Any], path: str | Path) -> Path:
-    header = ("# Written by the sweep stage (pipeline/sweep.py): the winning trial's values. The train stage applies\n"
-              "# them over params.yaml; `dvc params diff` and `dvc exp show` list them. Empty: no sweep.\n")
+    header = (
+        "# Written by the sweep stage (pipeline/sweep.py): the winning trial's values. The train stage applies\n"
+        "# them over params.yaml; `dvc params diff` and `dvc exp show` list them. Empty: no sweep.\n"
+    )
     with atomic_file(path) as tmp:
         tmp.write_text(header + (yaml.safe_dump(overrides, sort_keys=False) if overrides else "{}\n"))
     return Path(path)
@@ -142,14 +178,26 @@ def write_winner(overrides: dict[str, Any], path: str | Path) -> Path:
 def write_plots(rows: list[dict[str, Any]], params: Params, directory: str | Path) -> None:
     """FID curves (stopped trials end in a cross), the best-FID heat map, and the curves as CSV for dvc plots."""
     directory = Path(directory)
-    series = [{"label": f"{label(_point(row, params))} ({row['status']})", "x": list(row["fids"]), "y": list(row["fids"].values()),
-               "ended_early": row["status"] != "completed"} for row in sorted(rows, key=lambda row: row["trial"])]
+    series = [
+        {
+            "label": f"{label(_point(row, params))} ({row['status']})",
+            "x": list(row["fids"]),
+            "y": list(row["fids"].values()),
+            "ended_early": row["status"] != "completed",
+        }
+        for row in sorted(rows, key=lambda row: row["trial"])
+    ]
     if not rows:
         save_lines([], directory / CURVES_PNG, xlabel="step", ylabel="FID", title="sweep disabled")
         save_heatmap([[None]], ["–"], ["–"], directory / HEATMAP_PNG, xlabel="", ylabel="", title="sweep disabled")
     else:
-        save_lines(series, directory / CURVES_PNG, xlabel="step", ylabel="FID (in-training, fast)",
-                   title=f"sweep: {len(rows)} trials, {params.sweep.scheduler}")
+        save_lines(
+            series,
+            directory / CURVES_PNG,
+            xlabel="step",
+            ylabel="FID (in-training, fast)",
+            title=f"sweep: {len(rows)} trials, {params.sweep.scheduler}",
+        )
         _save_best_fid_map(rows, directory / HEATMAP_PNG)
     with atomic_file(directory / CURVES_CSV) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -166,7 +214,9 @@ def _save_best_fid_map(rows: list[dict[str, Any]], path: Path) -> None:
     best: dict[tuple[str, float], dict[str, Any]] = {}
     for row in rows:
         key, current = (row["loss"], row["ttur_ratio"]), best.get((row["loss"], row["ttur_ratio"]))
-        if current is None or (row["best_fid"] is not None and (current["best_fid"] is None or row["best_fid"] < current["best_fid"])):
+        if current is None or (
+            row["best_fid"] is not None and (current["best_fid"] is None or row["best_fid"] < current["best_fid"])
+        ):
             best[key] = row
 
     def note(row: Optional[dict[str, Any]]) -> str:
@@ -174,11 +224,17 @@ def _save_best_fid_map(rows: list[dict[str, Any]], path: Path) -> None:
             return ""
         return row["status"] if row["status"] != "stopped" else f"stopped @{row['steps_run']}"
 
-    save_heatmap([[(best.get((loss, ratio)) or {}).get("best_fid") for ratio in ratios] for loss in losses],
-                 losses, [f"{r:g}" for r in ratios], path, xlabel="TTUR ratio lr_d / lr_g", ylabel="loss",
-                 title="best in-training FID per cell", notes=[[note(best.get((loss, ratio))) for ratio in ratios] for loss in losses])
+    save_heatmap(
+        [[(best.get((loss, ratio)) or {}).get("best_fid") for ratio in ratios] for loss in losses],
+        losses,
+        [f"{r:g}" for r in ratios],
+        path,
+        xlabel="TTUR ratio lr_d / lr_g",
+        ylabel="loss",
+        title="best in-training FID per cell",
+        notes=[[note(best.get((loss, ratio))) for ratio in ratios] for loss in losses],
+    )
 
 
 def _point(row: dict[str, Any], params: Params) -> dict[str, Any]:
     return {LOSS: row["loss"], RATIO: row["ttur_ratio"], **({MODEL: row["model"]} if params.sweep.models else {})}
-

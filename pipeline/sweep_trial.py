@@ -29,14 +29,26 @@ def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> 
     lr_g = sweep.lr_g or base.optim.lr_g
     betas = sweep.betas or recommended_betas(point[LOSS])
     optim = dataclasses.replace(
-        base.optim, lr_g=lr_g, lr_d=lr_g * float(point[RATIO]),
-        betas_g=betas or base.optim.betas_g, betas_d=betas or base.optim.betas_d,
+        base.optim,
+        lr_g=lr_g,
+        lr_d=lr_g * float(point[RATIO]),
+        betas_g=betas or base.optim.betas_g,
+        betas_d=betas or base.optim.betas_d,
     )
-    train = dataclasses.replace(base.train, steps=sweep.steps, fid_every=sweep.fid_every,
-                                snapshot_every=sweep.fid_every, n_critic=sweep.n_critic, resume=False)
+    train = dataclasses.replace(
+        base.train,
+        steps=sweep.steps,
+        fid_every=sweep.fid_every,
+        snapshot_every=sweep.fid_every,
+        n_critic=sweep.n_critic,
+        resume=False,
+    )
     return dataclasses.replace(
-        base, model=dataclasses.replace(base.model, name=point.get(MODEL, base.model.name)),
-        loss=dataclasses.replace(base.loss, name=point[LOSS]), optim=optim, train=train,
+        base,
+        model=dataclasses.replace(base.model, name=point.get(MODEL, base.model.name)),
+        loss=dataclasses.replace(base.loss, name=point[LOSS]),
+        optim=optim,
+        train=train,
     )
 
 
@@ -47,8 +59,9 @@ def train_worker(config: dict[str, Any]) -> None:
     train_func_per_worker(config)
 
 
-def run_trial(config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig,
-              prepared: str, reference: str) -> None:
+def run_trial(
+    config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig, prepared: str, reference: str
+) -> None:
     """One Tune trial: the Train run of ``trial_config(config["point"])``; a run stopped by ``train.stop_on`` fails it."""
     cfg = trial_config(base, sweep, config["point"])
     loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}

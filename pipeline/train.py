@@ -34,23 +34,32 @@ def run(params: Params) -> Path:
         "reference": str(reference.resolve()) if params.gan.train.fid_every and reference.is_file() else None,
         "live_dir": str(live_dir),
     }
-    metrics = ray_training.train(train_func_per_worker, loop_config, params.ray, resume=params.gan.train.resume,
-                                checkpoint_file=checkpoint.FILENAME, target=target)
+    metrics = ray_training.train(
+        train_func_per_worker,
+        loop_config,
+        params.ray,
+        resume=params.gan.train.resume,
+        checkpoint_file=checkpoint.FILENAME,
+        target=target,
+    )
     message = stop_message(metrics)
     if message:
         kept = " It keeps the weights of the last good snapshot." if "divergence" in metrics["stopped_by"] else ""
         print(f"[train] {message}{kept}", flush=True)
     replicas = list(metrics.get("replica_fingerprints", []))
     decision = checkpoint.load(target).get("precision")
-    write_json(Path(params.paths.train) / TRAIN_RUN_FILE, {
-        "config": params.gan.to_dict(),
-        "from_sweep": list(params.from_sweep),
-        "sweep_trial": sweep_winner(params),
-        "ray": dataclasses.asdict(params.ray),
-        "workers": len(replicas),
-        "precision": decision,
-        "replica_fingerprints": replicas,
-    })
+    write_json(
+        Path(params.paths.train) / TRAIN_RUN_FILE,
+        {
+            "config": params.gan.to_dict(),
+            "from_sweep": list(params.from_sweep),
+            "sweep_trial": sweep_winner(params),
+            "ray": dataclasses.asdict(params.ray),
+            "workers": len(replicas),
+            "precision": decision,
+            "replica_fingerprints": replicas,
+        },
+    )
     print(f"[train] final checkpoint → {target}", flush=True)
     return target
 
@@ -61,8 +70,11 @@ def main() -> None:
     print_config("train", params.gan)
     if params.from_sweep:
         swept = {key: _value(params, key) for key in params.from_sweep}
-        print(f"[train] from the sweep winner ({params.paths.sweep_best}): "
-              + ", ".join(f"{key}={value}" for key, value in swept.items()), flush=True)
+        print(
+            f"[train] from the sweep winner ({params.paths.sweep_best}): "
+            + ", ".join(f"{key}={value}" for key, value in swept.items()),
+            flush=True,
+        )
     else:
         print("[train] no sweep winner: params.yaml as it is", flush=True)
     run(params)

@@ -45,8 +45,16 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         log = LiveLog(config["live_dir"], cfg.train.steps, resume=resume_state is not None)
     try:
         with tempfile.TemporaryDirectory(prefix="gan-snapshots-") as work_dir:
-            fit(cfg, dataset, work_dir=work_dir, device=device, resume=resume_state,
-                log=log, report=ray_training.report, score=score)
+            fit(
+                cfg,
+                dataset,
+                work_dir=work_dir,
+                device=device,
+                resume=resume_state,
+                log=log,
+                report=ray_training.report,
+                score=score,
+            )
     finally:
         if log is not None:
             log.close()

@@ -55,7 +55,9 @@ def tiny_generators(work: Path, steps: int, seeds=(0, 1)) -> tuple[list[torch.nn
 
     images = np.random.default_rng(0).integers(0, 256, size=(16, 1, 32, 32), dtype=np.uint8)
     dataset = PreparedDataset(write_prepared(work / "prepared", images, {"count": 16}))
-    states = [fit(tiny_config(train={"steps": steps, "seed": seed}), dataset, work_dir=work / f"run{seed}") for seed in seeds]
+    states = [
+        fit(tiny_config(train={"steps": steps, "seed": seed}), dataset, work_dir=work / f"run{seed}") for seed in seeds
+    ]
     return [checkpoint.load_generator(s) for s in states], states[0]["config"]
 
 
@@ -70,8 +72,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(model_base_path: str | os.PathLike, *flags: str, port: Optional[int] = None,
-                   timeout_s: float = 180) -> Iterator[str]:
+def server_process(
+    model_base_path: str | os.PathLike, *flags: str, port: Optional[int] = None, timeout_s: float = 180
+) -> Iterator[str]:
     """Run ``python -m pipeline.serving.serve`` in a child process until the block ends; yields its base URL.
 
     Ready means ``GET /v1/models/generator`` lists an AVAILABLE version. The child (and its private Ray)
@@ -81,8 +84,16 @@ def server_process(model_base_path: str | os.PathLike, *flags: str, port: Option
 
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "pipeline.serving.serve", "--model-base-path", str(model_base_path),
-               "--port", str(port), *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.serving.serve",
+        "--model-base-path",
+        str(model_base_path),
+        "--port",
+        str(port),
+        *flags,
+    ]
     child = subprocess.Popen(command, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     try:
         deadline = time.time() + timeout_s
@@ -113,18 +124,49 @@ def server_process(model_base_path: str | os.PathLike, *flags: str, port: Option
 # Copies of this project driven by git, dvc and Ray --------------------------------------------------------------
 
 # Top-level outputs and environments are not copied; neither are caches anywhere.
-TOP_LEVEL_SKIP = {".venv", ".git", "runs", "data", "artifacts", "models", "dvclive", "metrics", "plots", "sweep", ".pytest_cache"}
+TOP_LEVEL_SKIP = {
+    ".venv",
+    ".git",
+    "runs",
+    "data",
+    "artifacts",
+    "models",
+    "dvclive",
+    "metrics",
+    "plots",
+    "sweep",
+    ".pytest_cache",
+}
 ANYWHERE_SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 TINY = {
     "data": {"limit": 40},
     "model": {"g_width": 8, "d_width": 8, "z_dim": 16},
-    "train": {"steps": 40, "batch_size": 8, "log_every": 10, "snapshot_every": 20, "n_fixed": 16, "fid_every": 20,
-              "fid_samples": 24},
-    "sweep": {"ttur_ratios": [1, 4], "losses": ["bce", "hinge"], "steps": 40, "fid_every": 20, "grace_steps": 20,
-              "reduction_factor": 2},
-    "eval": {"n_fake": 40, "batch_size": 20, "kid_subsets": 5, "kid_subset_size": 20, "grid_size": 16,
-             "training_stats_fid": True},
+    "train": {
+        "steps": 40,
+        "batch_size": 8,
+        "log_every": 10,
+        "snapshot_every": 20,
+        "n_fixed": 16,
+        "fid_every": 20,
+        "fid_samples": 24,
+    },
+    "sweep": {
+        "ttur_ratios": [1, 4],
+        "losses": ["bce", "hinge"],
+        "steps": 40,
+        "fid_every": 20,
+        "grace_steps": 20,
+        "reduction_factor": 2,
+    },
+    "eval": {
+        "n_fake": 40,
+        "batch_size": 20,
+        "kid_subsets": 5,
+        "kid_subset_size": 20,
+        "grid_size": 16,
+        "training_stats_fid": True,
+    },
 }
 """params.yaml overrides for a whole DAG in tens of seconds (``set_params``)."""
 
@@ -149,9 +191,16 @@ def set_params(repo: Path, overrides: dict) -> None:
 
 def tool_env(**extra: str) -> dict[str, str]:
     """The environment of git, dvc and Ray commands: the venv first on PATH, a git identity, no Ray usage stats."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-            "RAY_USAGE_STATS_ENABLED": "0", **extra}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **extra,
+    }
 
 
 def run_command(args, cwd, env, *, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -159,7 +208,9 @@ def run_command(args, cwd, env, *, check: bool = True, timeout: float = 900) -> 
     the ends of the command's stdout and stderr."""
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
-        assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-5000:]}"
+        assert result.returncode == 0, (
+            f"{' '.join(map(str, args))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 

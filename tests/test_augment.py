@@ -34,8 +34,8 @@ def test_translation_shifts_whole_pixels_and_fills_with_zero():
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 expected = torch.zeros(8, 8)
-                src = x[0, 0, max(0, -dy):8 - max(0, dy), max(0, -dx):8 - max(0, dx)]
-                expected[max(0, dy):8 - max(0, -dy), max(0, dx):8 - max(0, -dx)] = src
+                src = x[0, 0, max(0, -dy) : 8 - max(0, dy), max(0, -dx) : 8 - max(0, dx)]
+                expected[max(0, dy) : 8 - max(0, -dy), max(0, dx) : 8 - max(0, -dx)] = src
                 matches.append(torch.equal(image, expected))
         assert sum(matches) == 1
 
@@ -52,7 +52,9 @@ def test_color_on_one_channel_shifts_brightness_and_scales_contrast_only():
     out = color(x)
     # On one channel saturation is a no-op, so the result is an affine map of each image.
     for before, after in zip(x[:8], out[:8]):
-        slope, intercept = torch.linalg.lstsq(torch.stack([before.flatten(), torch.ones(64)], 1), after.flatten()[:, None]).solution
+        slope, intercept = torch.linalg.lstsq(
+            torch.stack([before.flatten(), torch.ones(64)], 1), after.flatten()[:, None]
+        ).solution
         assert torch.allclose(before * slope + intercept, after, atol=1e-5)
         assert 0.5 - 1e-5 <= slope <= 1.5 + 1e-5
 
@@ -82,13 +84,17 @@ def test_the_adaptive_controller_moves_p_towards_the_target_and_stays_in_bounds(
 
 
 def test_unknown_policy_names_are_refused_with_the_allowed_values():
-    with pytest.raises(ConfigError, match=r"^augment\.policy='flip' is not valid; allowed values: color, cutout, translation\.$"):
+    with pytest.raises(
+        ConfigError, match=r"^augment\.policy='flip' is not valid; allowed values: color, cutout, translation\.$"
+    ):
         Augment.create(AugmentConfig(policy=("flip",)))
 
 
 def test_adaptive_augmentation_in_the_loop_logs_p_and_resumes_bit_identically(tiny_dataset, tmp_path):
-    sections = {"augment": {"policy": ["color", "translation", "cutout"], "adaptive": True, "target": 0.0, "ada_kimg": 0.05},
-                "loss": {"r1_weight": 1.0}}
+    sections = {
+        "augment": {"policy": ["color", "translation", "cutout"], "adaptive": True, "target": 0.0, "ada_kimg": 0.05},
+        "loss": {"r1_weight": 1.0},
+    }
     full = fit(tiny_config(train={"steps": 8}, **sections), tiny_dataset, work_dir=tmp_path / "full")
     # Each log step (2 steps × 4 images) moves p by 8 / 50 towards more augmentation when D's real logits
     # were mostly positive (above the target 0), and back otherwise.

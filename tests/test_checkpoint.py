@@ -46,7 +46,9 @@ def test_snapshots_are_reported_with_a_checkpoint_dir(tmp_path, tiny_dataset):
         tiny_dataset,
         work_dir=tmp_path / "work",
         log=lambda metrics, step: logs.append(step),
-        report=lambda metrics, step, ckpt_dir: reports.append((step, checkpoint.load(ckpt_dir)["step"], len(metrics["replica_fingerprints"]))),
+        report=lambda metrics, step, ckpt_dir: reports.append(
+            (step, checkpoint.load(ckpt_dir)["step"], len(metrics["replica_fingerprints"]))
+        ),
     )
     assert logs == [1, 2, 3, 4]
     assert reports == [(2, 2, 1), (4, 4, 1)]
@@ -58,8 +60,11 @@ def test_resume_continues_the_same_run(tmp_path, tiny_dataset):
     cfg = tiny_config(train={"steps": 6, "snapshot_every": 3, "log_every": 3}, loss={"label_flip_prob": 0.2})
     straight = fit(cfg, tiny_dataset, work_dir=tmp_path / "a")
 
-    half = fit(tiny_config(train={"steps": 3, "snapshot_every": 3, "log_every": 3}, loss={"label_flip_prob": 0.2}),
-               tiny_dataset, work_dir=tmp_path / "b")
+    half = fit(
+        tiny_config(train={"steps": 3, "snapshot_every": 3, "log_every": 3}, loss={"label_flip_prob": 0.2}),
+        tiny_dataset,
+        work_dir=tmp_path / "b",
+    )
     saved = checkpoint.load(checkpoint.save(half, tmp_path / "half.pt"))
     resumed = fit(cfg, tiny_dataset, work_dir=tmp_path / "c", resume=saved)
 

@@ -25,10 +25,20 @@ def two_node_cluster(monkeypatch):
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
     env = {**os.environ}
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       check=True, capture_output=True, env=env, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common],
-                       check=True, capture_output=True, env=env, timeout=120)
+        subprocess.run(
+            [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+        subprocess.run(
+            [RAY, "start", f"--address=127.0.0.1:{port}", *common],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)

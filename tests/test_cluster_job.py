@@ -37,9 +37,21 @@ def cluster(env):
     port, dashboard, client = free_port(), free_port(), free_port()
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
     try:
-        run_command([BIN / "ray", "start", "--head", f"--port={port}", "--include-dashboard=true",
-                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-                     *common], None, env)
+        run_command(
+            [
+                BIN / "ray",
+                "start",
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={client}",
+                *common,
+            ],
+            None,
+            env,
+        )
         run_command([BIN / "ray", "start", f"--address=127.0.0.1:{port}", *common], None, env)
         yield SimpleNamespace(jobs=f"http://127.0.0.1:{dashboard}", gcs=f"127.0.0.1:{port}")
     finally:
@@ -55,17 +67,25 @@ def repos(tmp_path_factory, env):
     shutil.copytree(REPO, user, ignore=copy_ignore)
     set_params(user, TINY)
     run_command(["git", "init", "-q", "--bare", bare], None, env)
-    for command in (["git", "init", "-q"], ["git", "remote", "add", "origin", bare],
-                    ["dvc", "remote", "add", "--local", "--default", "storage", storage],
-                    ["dvc", "repro", "reference"],  # the data the job must get from the DVC remote, not recompute
-                    ["git", "add", "-A"], ["git", "commit", "-qm", "tiny project, prepared data"]):
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "remote", "add", "origin", bare],
+        ["dvc", "remote", "add", "--local", "--default", "storage", storage],
+        ["dvc", "repro", "reference"],  # the data the job must get from the DVC remote, not recompute
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "tiny project, prepared data"],
+    ):
         run_command(command, user, env)
     return {"user": user, "bare": bare, "storage": storage, "jobs": base / "cluster-jobs"}
 
 
 def _submit(repos, env, address, *args, check=True):
-    return run_command([repos["user"] / "cluster" / "submit.sh", "--job-dir", repos["jobs"], *args],
-                       repos["user"], {**env, "RAY_ADDRESS": address}, check=check)
+    return run_command(
+        [repos["user"] / "cluster" / "submit.sh", "--job-dir", repos["jobs"], *args],
+        repos["user"],
+        {**env, "RAY_ADDRESS": address},
+        check=check,
+    )
 
 
 def _job(cluster):
@@ -91,8 +111,10 @@ def test_bad_input_gets_one_sentence(repos, env):
 
     result = _submit(repos, env, unreachable, "--git-remote", "upstream", check=False)
     assert result.returncode == 1
-    assert result.stderr.strip() == ("submit.sh: no git remote 'upstream' is configured; add one the cluster can reach "
-                                     "too: git remote add upstream URL (or pass --git-remote NAME).")
+    assert result.stderr.strip() == (
+        "submit.sh: no git remote 'upstream' is configured; add one the cluster can reach "
+        "too: git remote add upstream URL (or pass --git-remote NAME)."
+    )
 
     run_command(["dvc", "remote", "default", "--local", "--unset"], user, env)
     try:
@@ -109,8 +131,18 @@ def test_bad_input_gets_one_sentence(repos, env):
 
 def test_a_failed_job_pushes_nothing(repos, env, cluster):
     before = _exp_refs(repos["bare"], env)
-    result = _submit(repos, env, cluster.jobs, "--name", "cluster-bad", "--no-wait", "-S", "sweep.enabled=false",
-                     "-S", "optim.lr_g=-1")
+    result = _submit(
+        repos,
+        env,
+        cluster.jobs,
+        "--name",
+        "cluster-bad",
+        "--no-wait",
+        "-S",
+        "sweep.enabled=false",
+        "-S",
+        "optim.lr_g=-1",
+    )
     assert "ray job status --address" in result.stdout and "dvc exp pull origin cluster-bad" in result.stdout
 
     from ray.job_submission import JobStatus
@@ -140,8 +172,13 @@ def test_a_job_comes_back_as_a_dvc_experiment(repos, env, cluster):
 
     run_command(["dvc", "exp", "pull", "origin", "cluster-ok"], user, env)
     shown = json.loads(run_command(["dvc", "exp", "show", "--json"], user, env).stdout)
-    (exp,) = [rev for baseline in shown for exp in baseline.get("experiments") or [] for rev in exp["revs"]
-              if rev["name"] == "cluster-ok"]
+    (exp,) = [
+        rev
+        for baseline in shown
+        for exp in baseline.get("experiments") or []
+        for rev in exp["revs"]
+        if rev["name"] == "cluster-ok"
+    ]
     metrics = exp["data"]["metrics"]["metrics/eval.json"]["data"]
     assert 0 < metrics["fid"] < float("inf") and metrics["step"] == 20
     assert exp["data"]["params"]["params.yaml"]["data"]["train"]["steps"] == 20
@@ -186,12 +223,22 @@ def test_sweep_trials_run_at_once_on_different_nodes(tmp_path, cluster, monkeypa
     from pipeline.ray_runtime import tuning
     from tests.test_sweep import _faces, _sweep_params
 
-    params = _sweep_params(tmp_path, _faces(tmp_path), losses=["bce", "hinge"], ttur_ratios=[1], scheduler="fifo",
-                           max_concurrent=2, workers_per_trial=1, cpus_per_worker=1)
+    params = _sweep_params(
+        tmp_path,
+        _faces(tmp_path),
+        losses=["bce", "hinge"],
+        ttur_ratios=[1],
+        scheduler="fifo",
+        max_concurrent=2,
+        workers_per_trial=1,
+        cpus_per_worker=1,
+    )
     params = dataclasses.replace(params, ray=dataclasses.replace(params.ray, address=cluster.gcs))
     outcomes = []
     run_sweep = tuning.run_sweep
-    monkeypatch.setattr(tuning, "run_sweep", lambda *args, **kwargs: outcomes.extend(run_sweep(*args, **kwargs)) or outcomes)
+    monkeypatch.setattr(
+        tuning, "run_sweep", lambda *args, **kwargs: outcomes.extend(run_sweep(*args, **kwargs)) or outcomes
+    )
     assert sweep_stage.run(params)["trials"] == 2
 
     assert len(outcomes) == 2 and all(outcome.error is None and outcome.reports for outcome in outcomes)

@@ -24,7 +24,10 @@ def test_unknown_key_names_the_key_and_the_allowed_keys():
         ({"model": {"name": "stylegan9"}}, r"model\.name='stylegan9' is not valid; allowed values: dcgan, mlp, sagan"),
         ({"loss": {"name": "bcee"}}, r"loss\.name='bcee' is not valid; allowed values: bce, hinge, lsgan, wgan-gp"),
         ({"data": {"channels": 2}}, r"data\.channels=2 is not valid; allowed values: 1, 3"),
-        ({"data": {"resolution": 48}}, r"data\.resolution=48 is not supported by model 'dcgan'; allowed values: 32, 64, 128"),
+        (
+            {"data": {"resolution": 48}},
+            r"data\.resolution=48 is not supported by model 'dcgan'; allowed values: 32, 64, 128",
+        ),
         ({"train": {"steps": "many"}}, r"train\.steps='many' must be an integer"),
         ({"loss": {"label_smoothing": 0.7}}, r"loss\.label_smoothing=0\.7 must be in \[0, 0\.5\)"),
     ],
@@ -78,7 +81,9 @@ def test_the_torch_backend_is_nccl_on_gpus_and_gloo_on_cpus_explicitly():
     from pipeline.ray_runtime import training
 
     for use_gpu, backend in ((True, "nccl"), (False, "gloo")):
-        trainer = training.make_trainer(lambda config: None, {}, RayConfig(num_workers=2, use_gpu=use_gpu))  # builds, starts nothing
+        trainer = training.make_trainer(
+            lambda config: None, {}, RayConfig(num_workers=2, use_gpu=use_gpu)
+        )  # builds, starts nothing
         assert training.torch_backend(RayConfig(use_gpu=use_gpu)) == trainer.backend_config.backend == backend
 
 

@@ -22,8 +22,16 @@ from tests.helpers import tiny_config
 
 
 def _row(step, d_acc=0.7, g_loss=1.0, **extra):
-    return {"step": step, "d_loss": 1.2, "g_loss": g_loss, "d_acc_real": d_acc, "d_acc_fake": d_acc,
-            "d_grad_norm": 2.0, "g_grad_norm": 1.0, **extra}
+    return {
+        "step": step,
+        "d_loss": 1.2,
+        "g_loss": g_loss,
+        "d_acc_real": d_acc,
+        "d_acc_fake": d_acc,
+        "d_grad_norm": 2.0,
+        "g_grad_norm": 1.0,
+        **extra,
+    }
 
 
 HEALTHY = [_row(25 * i, d_acc=0.6 + 0.1 * (i % 3), g_loss=1.0 + 0.05 * (i % 4)) for i in range(1, 41)]
@@ -83,7 +91,10 @@ def test_sample_diversity_of_copies_and_of_the_real_set():
 
 
 def test_stop_on_names_are_checked():
-    with pytest.raises(ConfigError, match=r"^train\.stop_on='collapse' is not valid; allowed values: convergence_failure, divergence, mode_collapse\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^train\.stop_on='collapse' is not valid; allowed values: convergence_failure, divergence, mode_collapse\.$",
+    ):
         fit(tiny_config(train={"stop_on": ["collapse"]}), None, work_dir="unused")
     assert DIAGNOSES.names() == ["convergence_failure", "divergence", "mode_collapse"]
 
@@ -102,7 +113,9 @@ def faces8(tmp_path_factory) -> PreparedDataset:
 def _mlp(**sections):
     train = {"steps": 200, "log_every": 5, "snapshot_every": 50, "batch_size": 8, **sections.pop("train", {})}
     sections.setdefault("augment", {"policy": []})  # augmentation exists to keep D from winning: off here
-    return tiny_config(data={"resolution": 8}, model={"name": "mlp", **sections.pop("model", {})}, train=train, **sections)
+    return tiny_config(
+        data={"resolution": 8}, model={"name": "mlp", **sections.pop("model", {})}, train=train, **sections
+    )
 
 
 def test_a_huge_lr_d_diverges_and_the_run_keeps_its_last_good_snapshot(faces8, tmp_path):
@@ -130,7 +143,9 @@ def test_a_much_stronger_d_gives_convergence_failure(faces8, tmp_path):
     assert state["step"] == 200 and state["stopped_by"] == []
     assert [d["name"] for d in state["diagnosis"]] == ["convergence_failure"]
     found = state["diagnosis"][0]
-    assert found["evidence"]["d_acc_real"] >= 0.95 and found["evidence"]["g_loss_end"] > found["evidence"]["g_loss_start"]
+    assert (
+        found["evidence"]["d_acc_real"] >= 0.95 and found["evidence"]["g_loss_end"] > found["evidence"]["g_loss_start"]
+    )
 
 
 class _IgnoresZ(MLP):
@@ -145,13 +160,19 @@ class _IgnoresZ(MLP):
 
 
 def _score(faces: PreparedDataset) -> InTrainingFID:
-    return InTrainingFID(reference_statistics(features_of_images(faces.uint8(), make_extractor(mode="fast"), verbose=False)), 48, seed=1)
+    return InTrainingFID(
+        reference_statistics(features_of_images(faces.uint8(), make_extractor(mode="fast"), verbose=False)), 48, seed=1
+    )
 
 
 def test_a_generator_that_ignores_z_collapses_and_a_healthy_run_gets_no_diagnosis(faces8, tmp_path, monkeypatch):
     monkeypatch.setitem(MODELS._entries, "mlp-ignoring-z", _IgnoresZ)  # registered for this test only
-    collapsed = fit(_mlp(model={"name": "mlp-ignoring-z"}, train={"fid_every": 100}), faces8,
-                    work_dir=tmp_path / "collapsed", score=_score(faces8))
+    collapsed = fit(
+        _mlp(model={"name": "mlp-ignoring-z"}, train={"fid_every": 100}),
+        faces8,
+        work_dir=tmp_path / "collapsed",
+        score=_score(faces8),
+    )
     assert "mode_collapse" in [d["name"] for d in collapsed["diagnosis"]]
     assert collapsed["history"][-1]["duplicates"] == 1.0
 

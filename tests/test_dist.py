@@ -77,7 +77,6 @@ def _worker(rank: int, init_method: str, out_dir: str) -> None:
             result["unwraps"] = dist.unwrap(wrapped) is module
             result["fingerprints"] = dist.gather(dist.fingerprint(module.state_dict()))
 
-
             # SyncBatchNorm asked for on the CPU: torch has no CPU kernel, so BatchNorm stays per rank, and the
             # GAN pattern (two forwards through DDP, one backward) trains.
             torch.manual_seed(0)
@@ -87,7 +86,9 @@ def _worker(rank: int, init_method: str, out_dir: str) -> None:
             torch.manual_seed(rank)
             real, fake = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
             (wrapped(real).mean() - wrapped(fake).mean()).backward()
-            result["grad_fingerprints"] = dist.gather(dist.fingerprint({n: p.grad for n, p in critic.named_parameters()}))
+            result["grad_fingerprints"] = dist.gather(
+                dist.fingerprint({n: p.grad for n, p in critic.named_parameters()})
+            )
             result["own_running_mean"] = critic[1].running_mean.tolist()  # per rank: its own batches
         finally:
             torch_dist.destroy_process_group()
@@ -178,8 +179,9 @@ def _sync_batchnorm_worker(rank: int, init_method: str, out_dir: str) -> None:
     result: dict = {}
     try:
         torch.cuda.set_device(rank)
-        torch_dist.init_process_group("nccl", init_method=init_method, rank=rank, world_size=WORLD,
-                                      timeout=timedelta(seconds=60))
+        torch_dist.init_process_group(
+            "nccl", init_method=init_method, rank=rank, world_size=WORLD, timeout=timedelta(seconds=60)
+        )
         try:
             device = torch.device("cuda", rank)
             torch.manual_seed(0)
@@ -188,10 +190,12 @@ def _sync_batchnorm_worker(rank: int, init_method: str, out_dir: str) -> None:
             result["norms"] = sorted({type(m).__name__ for m in critic.modules() if "Norm" in type(m).__name__})
             torch.manual_seed(1)
             batches = torch.randn(2, WORLD * 4, 1, 8, 8)  # the same global batches on every rank; each takes its half
-            real, fake = (b[rank * 4:(rank + 1) * 4].to(device) for b in batches)
+            real, fake = (b[rank * 4 : (rank + 1) * 4].to(device) for b in batches)
             (wrapped(real).mean() - wrapped(fake).mean()).backward()
             result["running_mean"] = critic[1].running_mean.tolist()
-            result["grad_fingerprints"] = dist.gather(dist.fingerprint({n: p.grad for n, p in critic.named_parameters()}))
+            result["grad_fingerprints"] = dist.gather(
+                dist.fingerprint({n: p.grad for n, p in critic.named_parameters()})
+            )
             # One process with plain BatchNorm over the whole global batch: the same statistics.
             torch.manual_seed(0)
             whole = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 1)).to(device)
@@ -210,8 +214,10 @@ def test_sync_batchnorm_on_cuda_normalises_over_the_global_batch(tmp_path):
     import torch.multiprocessing as mp
 
     context = mp.get_context("spawn")
-    processes = [context.Process(target=_sync_batchnorm_worker, args=(rank, f"file://{tmp_path / 'store'}", str(tmp_path)))
-                 for rank in range(WORLD)]
+    processes = [
+        context.Process(target=_sync_batchnorm_worker, args=(rank, f"file://{tmp_path / 'store'}", str(tmp_path)))
+        for rank in range(WORLD)
+    ]
     for process in processes:
         process.start()
     for process in processes:

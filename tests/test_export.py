@@ -45,7 +45,12 @@ def test_export_writes_a_versioned_torchscript_with_signature(tmp_path, tiny_dat
     assert sorted(p.name for p in first.iterdir()) == ["generator.onnx", "generator.pt", "signature.json"]
 
     model, signature = load_exported(first)
-    assert signature["inputs"][0] == {"name": "z", "shape": [-1, 8], "dtype": "float32", "distribution": "standard normal"}
+    assert signature["inputs"][0] == {
+        "name": "z",
+        "shape": [-1, 8],
+        "dtype": "float32",
+        "distribution": "standard normal",
+    }
     assert signature["outputs"][0]["shape"] == [-1, 1, 32, 32]
     assert signature["outputs"][0]["value_range"] == [-1.0, 1.0]
     assert signature["files"] == {"torchscript": "generator.pt", "onnx": "generator.onnx"}
@@ -62,11 +67,15 @@ def test_export_writes_a_versioned_torchscript_with_signature(tmp_path, tiny_dat
     assert images.shape == (7, 1, 32, 32) and images.abs().max() <= 1
 
 
-@pytest.mark.parametrize("model", [
-    {"name": "dcgan"},
-    {"name": "sagan", "attention_res": 16},  # spectral norm everywhere + attention on the 16×16 maps
-    {"name": "mlp"},
-], ids=["dcgan", "sagan", "mlp"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "dcgan"},
+        {"name": "sagan", "attention_res": 16},  # spectral norm everywhere + attention on the 16×16 maps
+        {"name": "mlp"},
+    ],
+    ids=["dcgan", "sagan", "mlp"],
+)
 def test_onnx_runtime_matches_the_eager_generator(tmp_path, model):
     cfg = tiny_config(model=model)
     generator = trained_like_generator(cfg)
@@ -110,7 +119,9 @@ def test_an_onnx_parity_failure_writes_nothing(tmp_path, monkeypatch):
     export_generator(generator, cfg=cfg, root=tmp_path, version="v1")
 
     run = onnxruntime.InferenceSession.run
-    monkeypatch.setattr(onnxruntime.InferenceSession, "run", lambda self, *args, **kwargs: [run(self, *args, **kwargs)[0] + 0.5])
+    monkeypatch.setattr(
+        onnxruntime.InferenceSession, "run", lambda self, *args, **kwargs: [run(self, *args, **kwargs)[0] + 0.5]
+    )
     with pytest.raises(ExportError, match=r"^ONNX output differs from the eager model by 0\.5 \(> 1e-05\)\.$"):
         export_generator(generator, cfg=cfg, root=tmp_path, version="v2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "v1"]  # no v2, no temp dir

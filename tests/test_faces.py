@@ -36,7 +36,7 @@ def test_the_crop_is_centred_on_the_face(load, face_region):
     cx, cy = left + side / 2, top + side / 2
     x1, y1, x2, y2 = face_region
     assert x1 <= cx <= x2 and y1 <= cy <= y2
-    crop, = CROPS.get("mtcnn")([pixels], DataConfig(crop="mtcnn"))
+    (crop,) = CROPS.get("mtcnn")([pixels], DataConfig(crop="mtcnn"))
     assert crop.shape[0] == crop.shape[1] == side and crop.shape[2] == 3
 
 
@@ -71,7 +71,7 @@ def test_batched_detection_matches_one_image_at_a_time_and_keeps_order(monkeypat
 
 def test_no_face_is_rejected_with_a_reason():
     flat = np.full((120, 120, 3), 128, dtype=np.uint8)
-    rejected, = crop_faces([flat], min_prob=0.9)
+    (rejected,) = crop_faces([flat], min_prob=0.9)
     assert isinstance(rejected, Rejected) and rejected.reason == "no face"
 
 

@@ -109,7 +109,9 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     params = dataclasses.replace(params, ray=dataclasses.replace(params.ray, max_failures=1))
     records = tmp_path / "records"
     records.mkdir()
-    monkeypatch.setattr(train_stage, "train_func_per_worker", functools.partial(_recording_worker, record_dir=str(records)))
+    monkeypatch.setattr(
+        train_stage, "train_func_per_worker", functools.partial(_recording_worker, record_dir=str(records))
+    )
     run_dir, live_dir = Path(params.ray.storage_path) / RUN_NAME, Path(params.paths.train_live)
     kill_point = {}
 
@@ -142,8 +144,10 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     assert logged == list(range(1, last_before_kill + 1)) + list(range(resumed_from + 1, steps + 1))
     recomputed = last_before_kill - resumed_from
     assert kill_point["logged"] - resumed_from <= recomputed < snapshot_every
-    print(f"[killed worker] rank 1 (pid {killer.victim}) killed at logged step {kill_point['logged']}; "
-          f"resumed from step {resumed_from}; {recomputed} steps recomputed")
+    print(
+        f"[killed worker] rank 1 (pid {killer.victim}) killed at logged step {kill_point['logged']}; "
+        f"resumed from step {resumed_from}; {recomputed} steps recomputed"
+    )
 
     # The restarted run is the uninterrupted run, bit for bit.
     assert state["step"] == straight["step"] == steps and state["world_size"] == 2
@@ -168,8 +172,17 @@ def _train_workers() -> list[psutil.Process]:
 
 def test_a_sweep_trial_whose_worker_is_killed_retries_and_the_sweep_completes(tmp_path):
     """2 trials, one at a time; the first trial's worker is SIGKILLed after its first registered snapshot."""
-    params = _sweep_params(tmp_path, _faces(tmp_path / "faces"), losses=["bce", "hinge"], ttur_ratios=[1], steps=40,
-                           fid_every=20, grace_steps=20, scheduler="fifo", max_concurrent=1)
+    params = _sweep_params(
+        tmp_path,
+        _faces(tmp_path / "faces"),
+        losses=["bce", "hinge"],
+        ttur_ratios=[1],
+        steps=40,
+        fid_every=20,
+        grace_steps=20,
+        scheduler="fifo",
+        max_concurrent=1,
+    )
     params = dataclasses.replace(params, ray=dataclasses.replace(params.ray, max_failures=1))
     trial_runs = Path(params.ray.storage_path) / "sweep"
     killed = {}
@@ -192,6 +205,8 @@ def test_a_sweep_trial_whose_worker_is_killed_retries_and_the_sweep_completes(tm
     rows = {row["trial"]: row for row in _table(params)}
     assert killed["trial"] in rows and len(rows) == 2
     # With ray.max_failures: 0 the killed trial would have failed; it retried from its checkpoint and finished.
-    assert [(row["status"], int(row["steps_run"]), row["error"]) for row in rows.values()] == [("completed", 40, "")] * 2
+    assert [(row["status"], int(row["steps_run"]), row["error"]) for row in rows.values()] == [
+        ("completed", 40, "")
+    ] * 2
     assert all(row[f"fid@{step}"] for row in rows.values() for step in (20, 40))
     assert (metrics["completed"], metrics["stopped"], metrics["failed"]) == (2, 0, 0)

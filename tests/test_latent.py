@@ -23,8 +23,14 @@ from tests.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODELS = {
-    "mlp-16": {"data": {"resolution": 16, "channels": 1}, "model": {"name": "mlp", "z_dim": 8, "g_width": 16, "d_width": 16}},
-    "dcgan-32": {"data": {"resolution": 32, "channels": 3}, "model": {"name": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8}},
+    "mlp-16": {
+        "data": {"resolution": 16, "channels": 1},
+        "model": {"name": "mlp", "z_dim": 8, "g_width": 16, "d_width": 16},
+    },
+    "dcgan-32": {
+        "data": {"resolution": 32, "channels": 3},
+        "model": {"name": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8},
+    },
 }
 
 
@@ -131,11 +137,20 @@ def test_the_arithmetic_grid_holds_members_means_and_result_in_place():
     assert shown == [[0, 1, 2, 3], [4, 5, None, 6], [7, None, None, 8], [None, None, None, 9]]
 
 
-@pytest.mark.parametrize("groups, message", [
-    ({"a": [0], "b": [], "c": [1]}, "Latent group B is empty; give it at least one index of the 10 fixed latents."),
-    ({"a": [0, 10], "b": [1], "c": [2]}, "Latent group A holds index 10, outside the 10 fixed latents (valid indices: 0–9)."),
-    ({"a": [0], "b": [1], "c": [-1]}, "Latent group C holds index -1, outside the 10 fixed latents (valid indices: 0–9)."),
-])
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ({"a": [0], "b": [], "c": [1]}, "Latent group B is empty; give it at least one index of the 10 fixed latents."),
+        (
+            {"a": [0, 10], "b": [1], "c": [2]},
+            "Latent group A holds index 10, outside the 10 fixed latents (valid indices: 0–9).",
+        ),
+        (
+            {"a": [0], "b": [1], "c": [-1]},
+            "Latent group C holds index -1, outside the 10 fixed latents (valid indices: 0–9).",
+        ),
+    ],
+)
 def test_bad_groups_are_one_sentence_errors(groups, message):
     with pytest.raises(LatentError) as error:
         arithmetic_latents(torch.zeros(10, 8), groups)
@@ -145,20 +160,23 @@ def test_bad_groups_are_one_sentence_errors(groups, message):
 def test_the_labelled_grid_draws_each_tile_pixel_for_pixel_where_it_belongs(tmp_path):
     colours = torch.linspace(-1, 1, 5)
     tile = lambda value: torch.full((1, 4, 4), float(value))  # noqa: E731
-    rows = [("first", [tile(colours[0]), None, tile(colours[1])]), ("second row", [tile(colours[2])]),
-            ("", [tile(colours[3]), tile(colours[4])])]
+    rows = [
+        ("first", [tile(colours[0]), None, tile(colours[1])]),
+        ("second row", [tile(colours[2])]),
+        ("", [tile(colours[3]), tile(colours[4])]),
+    ]
     path = save_labelled_grid(rows, tmp_path / "grid.png", column_titles=["x", "y", "z"], upscale=3, padding=2)
     band, side = labelled_grid_title_band(), 4 * 3
     canvas_w, canvas_h = 3 * (side + 2) + 2, 3 * (side + 2) + 2
     width, height = png_size(path)
     assert height == band + canvas_h and width > canvas_w  # the labels take a left margin
-    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.int16)[band:, width - canvas_w:]
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.int16)[band:, width - canvas_w :]
     expected = np.full((canvas_h, canvas_w), 255, dtype=np.int16)  # padding and empty cells are white
     for r, (_, cells) in enumerate(rows):
         for c, cell in enumerate(cells):
             if cell is not None:
                 top, left = 2 + r * (side + 2), 2 + c * (side + 2)
-                expected[top:top + side, left:left + side] = round((float(cell[0, 0, 0]) + 1) / 2 * 255)
+                expected[top : top + side, left : left + side] = round((float(cell[0, 0, 0]) + 1) / 2 * 255)
     assert np.abs(pixels - expected).max() <= 1
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # written atomically: no temp file left
 
@@ -172,20 +190,45 @@ def trained_checkpoint(tmp_path, tiny_dataset) -> tuple[Path, dict]:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.tools.latent", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.tools.latent", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_cli_writes_three_grids_of_the_expected_size(trained_checkpoint, tmp_path):
     path, _ = trained_checkpoint
     out = tmp_path / "latent"
-    result = run_cli("--checkpoint", str(path), "--out", str(out), "--rows", "2", "--steps", "3",
-                     "--a", "0", "5", "9", "--b", "1", "2", "--c", "3")
+    result = run_cli(
+        "--checkpoint",
+        str(path),
+        "--out",
+        str(out),
+        "--rows",
+        "2",
+        "--steps",
+        "3",
+        "--a",
+        "0",
+        "5",
+        "9",
+        "--b",
+        "1",
+        "2",
+        "--c",
+        "3",
+    )
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["arithmetic.png", "interpolation_lerp.png", "interpolation_slerp.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "arithmetic.png",
+        "interpolation_lerp.png",
+        "interpolation_slerp.png",
+    ]
     band, cell = labelled_grid_title_band(), 32 * 2 + 2  # 32 px tiles upscaled twice, 2 px padding
     for mode in ("lerp", "slerp"):
-        assert png_size(out / f"interpolation_{mode}.png") == (3 * cell + 2, band + 2 * cell + 2)  # no labels: no margin
+        assert png_size(out / f"interpolation_{mode}.png") == (
+            3 * cell + 2,
+            band + 2 * cell + 2,
+        )  # no labels: no margin
         assert f"wrote {out / f'interpolation_{mode}.png'}" in result.stdout
     width, height = png_size(out / "arithmetic.png")
     assert height == band + 4 * cell + 2 and width > 4 * cell + 2  # rows A, B, C, result; 3 members + the mean
@@ -196,8 +239,9 @@ def test_the_cli_refuses_a_bad_index_in_one_sentence_and_writes_nothing(trained_
     out = tmp_path / "latent"
     result = run_cli("--checkpoint", str(path), "--out", str(out), "--a", "0", "64")
     assert result.returncode == 1
-    assert result.stderr.strip() == ("[latent] error: Latent group A holds index 64, outside the 64 fixed latents "
-                                     "(valid indices: 0–63).")
+    assert result.stderr.strip() == (
+        "[latent] error: Latent group A holds index 64, outside the 64 fixed latents (valid indices: 0–63)."
+    )
     assert not out.exists()
 
 
@@ -205,13 +249,28 @@ def test_an_exported_model_redraws_the_checkpoints_fixed_latents(trained_checkpo
     path, state = trained_checkpoint
     generator = checkpoint.load_generator(checkpoint.load(path))
     version = export_generator(generator, cfg=state["config"], root=tmp_path / "models", version="1")
-    from_checkpoint = latent_cli.main(["--checkpoint", str(path), "--out", str(tmp_path / "a"), "--rows", "1", "--steps", "2"])
-    from_model = latent_cli.main(["--model", str(version / "generator.pt"), "--out", str(tmp_path / "b"),
-                                  "--rows", "1", "--steps", "2", "--train-seed", str(state["config"].train.seed)])
+    from_checkpoint = latent_cli.main(
+        ["--checkpoint", str(path), "--out", str(tmp_path / "a"), "--rows", "1", "--steps", "2"]
+    )
+    from_model = latent_cli.main(
+        [
+            "--model",
+            str(version / "generator.pt"),
+            "--out",
+            str(tmp_path / "b"),
+            "--rows",
+            "1",
+            "--steps",
+            "2",
+            "--train-seed",
+            str(state["config"].train.seed),
+        ]
+    )
     assert [p.name for p in from_checkpoint] == [p.name for p in from_model]
     # The images of a 2-step generator are nearly flat grey, so compare what drew them: latents and outputs.
-    model, fixed_z, _ = latent_cli.load_source(latent_cli.parse_args(["--model", str(version), "--train-seed",
-                                                                     str(state["config"].train.seed)]))
+    model, fixed_z, _ = latent_cli.load_source(
+        latent_cli.parse_args(["--model", str(version), "--train-seed", str(state["config"].train.seed)])
+    )
     assert torch.equal(fixed_z, state["fixed_z"])
     with torch.no_grad():
         torch.testing.assert_close(model(fixed_z), generator(state["fixed_z"]), atol=1e-5, rtol=0)

@@ -20,8 +20,10 @@ def _modules_after(statement: str) -> set[str]:
 def test_gans_never_imports_ray_or_dvc():
     modules = [m.name for m in pkgutil.walk_packages(gans.__path__, "gans.")]
     # Every source file of the package is among the modules imported below.
-    files = {".".join(p.relative_to(Path(gans.__file__).parents[1]).with_suffix("").parts).removesuffix(".__init__")
-             for p in Path(gans.__file__).parent.rglob("*.py")}
+    files = {
+        ".".join(p.relative_to(Path(gans.__file__).parents[1]).with_suffix("").parts).removesuffix(".__init__")
+        for p in Path(gans.__file__).parent.rglob("*.py")
+    }
     assert files - {"gans"} == set(modules)
     loaded = _modules_after(f"import importlib\nfor name in {modules!r}: importlib.import_module(name)")
     assert sorted(m for m in loaded if m.split(".")[0] in ("ray", "dvc", "dvclive")) == []

@@ -100,10 +100,14 @@ def test_log_and_report_cadence_with_interval_means(tiny_dataset, tmp_path, monk
             assert metrics[key] == pytest.approx(expected, rel=1e-12, abs=1e-12), (step, key)
 
     # The log also carries one 0/1 series per failure mode; the history holds the measurements only.
-    assert all({key for key in metrics if key.startswith("diagnosis/")} == {f"diagnosis/{name}" for name in DIAGNOSES.names()}
-               for _, metrics in logged)
-    assert state["history"] == [{"step": step, **{key: value for key, value in metrics.items() if not key.startswith("diagnosis/")}}
-                                for step, metrics in logged]
+    assert all(
+        {key for key in metrics if key.startswith("diagnosis/")} == {f"diagnosis/{name}" for name in DIAGNOSES.names()}
+        for _, metrics in logged
+    )
+    assert state["history"] == [
+        {"step": step, **{key: value for key, value in metrics.items() if not key.startswith("diagnosis/")}}
+        for step, metrics in logged
+    ]
     # A report carries the latest logged row plus the replica fingerprints of the single rank.
     step, metrics, ckpt_dir = reports[-1]
     assert metrics["step"] == 7
@@ -126,13 +130,19 @@ def restore_determinism(monkeypatch):
     import torch
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     yield
     torch.use_deterministic_algorithms(saved[0])
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
 
 
-def test_the_deterministic_option_sets_torchs_flags_and_changes_nothing_on_the_cpu(tiny_dataset, tmp_path, restore_determinism):
+def test_the_deterministic_option_sets_torchs_flags_and_changes_nothing_on_the_cpu(
+    tiny_dataset, tmp_path, restore_determinism
+):
     """train.deterministic: deterministic kernels for the process; on the CPU the run is the same bit for bit."""
     import os
 

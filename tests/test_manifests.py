@@ -54,16 +54,21 @@ def num_workers() -> int:
 
 # Cluster launcher ----------------------------------------------------------------------------------------
 
+
 def test_cluster_config_passes_rays_schema():
     config = prepared(cluster_config())
     assert config["provider"]["type"] == "aws"
     assert config["head_node_type"] in config["available_node_types"]
 
 
-@pytest.mark.parametrize("breakage", [
-    {"unknown_top_level_key": 1},                      # the schema allows no extra keys
-    {"max_workers": "four"},                           # wrong type
-], ids=["unknown-key", "wrong-type"])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        {"unknown_top_level_key": 1},  # the schema allows no extra keys
+        {"max_workers": "four"},  # wrong type
+    ],
+    ids=["unknown-key", "wrong-type"],
+)
 def test_cluster_schema_check_rejects_a_broken_copy(breakage):
     with pytest.raises(jsonschema.ValidationError):
         prepared({**cluster_config(), **breakage})
@@ -100,6 +105,7 @@ def test_cluster_gpus_only_on_workers_and_enough_for_training():
 
 
 # KubeRay RayJob ------------------------------------------------------------------------------------------
+
 
 def rayjob_documents() -> dict[str, dict]:
     documents = [d for d in yaml.safe_load_all(RAYJOB_YAML.read_text()) if d]
@@ -144,8 +150,9 @@ def test_rayjob_images_match_the_installed_ray():
     images = {name: [c["image"] for c in spec["containers"]] for name, spec in pod_specs(rayjob()).items()}
     for name, tags in images.items():
         for tag in tags:
-            assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}(-py3\d+)?(-gpu|-cu\d+)?", tag), \
+            assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}(-py3\d+)?(-gpu|-cu\d+)?", tag), (
                 f"{name}: image {tag!r} is not rayproject/ray:{ray.__version__}[-pyXY][-gpu]"
+            )
 
 
 def test_rayjob_head_runs_no_training():
@@ -160,7 +167,9 @@ def test_rayjob_gpu_workers_cover_ray_num_workers():
     for group in groups:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         resources = group["template"]["spec"]["containers"][0]["resources"]
-        gpus = min(int(resources["limits"].get("nvidia.com/gpu", 0)), int(resources["requests"].get("nvidia.com/gpu", 0)))
+        gpus = min(
+            int(resources["limits"].get("nvidia.com/gpu", 0)), int(resources["requests"].get("nvidia.com/gpu", 0))
+        )
         gpu_workers += group["replicas"] if gpus >= 1 else 0
     assert gpu_workers >= num_workers()
 
@@ -170,7 +179,9 @@ def test_rayjob_shares_one_volume_for_checkout_and_storage_path():
     job = documents["RayJob"]
     mounts = set()
     for spec in pod_specs(job).values():
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v
+        }
         for container in spec["containers"]:
             mounts |= {(claims[m["name"]], m["mountPath"]) for m in container["volumeMounts"] if m["name"] in claims}
     assert len(mounts) == 1, f"head and workers must mount one claim at one path, found {sorted(mounts)}"
@@ -188,8 +199,11 @@ def test_rayjob_shares_one_volume_for_checkout_and_storage_path():
 
 def test_rayjob_every_pod_installs_the_same_code():
     specs = pod_specs(rayjob())
-    refs = {name: {e["name"]: e.get("value") for e in c.get("env", [])}["GIT_REF"]
-            for name, spec in specs.items() for c in spec["containers"]}
+    refs = {
+        name: {e["name"]: e.get("value") for e in c.get("env", [])}["GIT_REF"]
+        for name, spec in specs.items()
+        for c in spec["containers"]
+    }
     assert len(set(refs.values())) == 1, f"GIT_REF differs between groups: {refs}"
     for name, spec in specs.items():
         command = " ".join(spec["containers"][0]["command"])

@@ -60,11 +60,19 @@ def test_fast_runs_bf16_where_it_is_measured_faster_and_the_exact_graph_elsewher
     images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
     reference = metrics.features_via_torch_fidelity(images, batch_size=2)
     for bf16_wins in (True, False):
-        monkeypatch.setattr(precision, "time_candidates", lambda steps, budget_s=0, wins=bf16_wins: {
-            candidate: [1.0 if candidate.amp == wins else 2.0] for candidate in steps})
+        monkeypatch.setattr(
+            precision,
+            "time_candidates",
+            lambda steps, budget_s=0, wins=bf16_wins: {
+                candidate: [1.0 if candidate.amp == wins else 2.0] for candidate in steps
+            },
+        )
         fast = metrics.make_extractor(mode="fast")
         assert (fast.decision.amp, fast.decision.how, fast.autocast_dtype) == (
-            bf16_wins, "measured", torch.bfloat16 if bf16_wins else None)
+            bf16_wins,
+            "measured",
+            torch.bfloat16 if bf16_wins else None,
+        )
         error = _relative_l2(metrics.features_of_images(images, fast, batch_size=2, verbose=False), reference)
         assert (1e-5 < error < 0.05) if bf16_wins else error < 1e-5
         (tmp_path / precision.CACHE_FILE).unlink()
@@ -75,13 +83,19 @@ def test_resize_matrices_are_torch_fidelitys_resize():
 
     image = torch.rand(1, 1, 24, 40, dtype=torch.float64) * 255
     expected = interpolate_bilinear_2d_like_tensorflow1x(image, size=(299, 299), align_corners=False)[0, 0]
-    assert torch.allclose(metrics.tf1_resize_matrix(24) @ image[0, 0] @ metrics.tf1_resize_matrix(40).T, expected, atol=1e-9)
+    assert torch.allclose(
+        metrics.tf1_resize_matrix(24) @ image[0, 0] @ metrics.tf1_resize_matrix(40).T, expected, atol=1e-9
+    )
 
 
 def test_a_bad_mode_or_input_is_one_sentence(extractor):
-    with pytest.raises(metrics.MetricsError, match=r"^FID extractor mode 'quick' is not valid; allowed values: exact, fast\.$"):
+    with pytest.raises(
+        metrics.MetricsError, match=r"^FID extractor mode 'quick' is not valid; allowed values: exact, fast\.$"
+    ):
         metrics.make_extractor(mode="quick")
-    with pytest.raises(metrics.MetricsError, match=r"^Inception expects uint8 images \[N, 1 or 3, H, W\], got torch\.float32"):
+    with pytest.raises(
+        metrics.MetricsError, match=r"^Inception expects uint8 images \[N, 1 or 3, H, W\], got torch\.float32"
+    ):
         extractor(torch.zeros(2, 3, 8, 8))
 
 
@@ -101,7 +115,9 @@ def test_fid_is_zero_on_itself_and_large_against_noise(extractor, faces):
 def test_generator_features_match_image_features(extractor):
     """Generated samples go through the same uint8 path as real images."""
     generator = torch.nn.Sequential(torch.nn.Linear(4, 32 * 32), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 32, 32)))
-    from_generator = metrics.features_of_generator(generator, 4, 6, seed=3, extractor=extractor, batch_size=3, verbose=False)
+    from_generator = metrics.features_of_generator(
+        generator, 4, 6, seed=3, extractor=extractor, batch_size=3, verbose=False
+    )
     z = torch.from_numpy(np.random.RandomState(3).randn(6, 4)).float()  # torch-fidelity's "normal" noise source
     with torch.no_grad():
         images = metrics.to_uint8(generator(z))

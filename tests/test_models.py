@@ -8,10 +8,12 @@ from gans.models import build_models
 @pytest.mark.parametrize("name", ["mlp", "dcgan"])
 @pytest.mark.parametrize("resolution, channels", [(32, 1), (32, 3), (64, 3)])
 def test_output_shapes_and_range(name, resolution, channels):
-    cfg = GANConfig.from_dict({
-        "model": {"name": name, "z_dim": 16, "g_width": 8, "d_width": 8},
-        "data": {"resolution": resolution, "channels": channels},
-    })
+    cfg = GANConfig.from_dict(
+        {
+            "model": {"name": name, "z_dim": 16, "g_width": 8, "d_width": 8},
+            "data": {"resolution": resolution, "channels": channels},
+        }
+    )
     G, D = build_models(cfg)
     images = G(torch.randn(5, 16))
     assert images.shape == (5, channels, resolution, resolution)

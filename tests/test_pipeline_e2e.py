@@ -58,7 +58,11 @@ def test_repro_produces_every_stage_output(repo):
     assert run["workers"] == 1 and len(set(run["replica_fingerprints"])) == 1  # ray.num_workers: auto on local Ray
     # The precision and layout chosen on this machine are printed and recorded wherever the numbers go.
     decision = run["precision"]
-    assert decision["how"] in ("measured", "cached") and decision["machine"] and decision["dtype"] in ("float32", "bfloat16")
+    assert (
+        decision["how"] in ("measured", "cached")
+        and decision["machine"]
+        and decision["dtype"] in ("float32", "bfloat16")
+    )
     assert "[train] precision " in log
     assert metrics["meta"]["training_precision"] == decision and metrics["meta"]["extractor_precision"]["amp"] is False
 
@@ -104,7 +108,10 @@ def test_param_change_is_tracked_by_dvc_metrics_diff(repo):
     assert eval_diff["step"] == {"old": 40, "new": 60, "diff": 20}
     assert eval_diff["fid_final"]["old"] != eval_diff["fid_final"]["new"]  # (`fid` may be the same best snapshot)
     params_diff = json.loads(command_output(["dvc", "params", "diff", "--json"], root, env))
-    assert params_diff["params.yaml"]["train.steps"]["old"] == 40 and params_diff["params.yaml"]["train.steps"]["new"] == 60
+    assert (
+        params_diff["params.yaml"]["train.steps"]["old"] == 40
+        and params_diff["params.yaml"]["train.steps"]["new"] == 60
+    )
     # The winner's values were params of train: DVC shows them leaving with the sweep turned off.
     assert params_diff["sweep/best.yaml"]["loss.name"] == {"old": winner["loss"]["name"], "new": None}
     assert params_diff["sweep/best.yaml"]["trial.label"]["old"] == winner["trial"]["label"]

@@ -76,17 +76,27 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if found := shutil.which(name):
             return found
-    pytest.fail("Chromium is not installed (needed to check that dvc's plots pages draw offline); "
-                "`make install` installs it (apt-get install chromium).")
+    pytest.fail(
+        "Chromium is not installed (needed to check that dvc's plots pages draw offline); "
+        "`make install` installs it (apt-get install chromium)."
+    )
 
 
 def browse(page: Path, work: Path) -> tuple[str, np.ndarray]:
     """The DOM of ``page`` after its scripts ran, and a screenshot as an RGB array, from offline headless Chromium."""
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars", "--window-size=1200,1000",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        "--window-size=1200,1000",
         # Offline: no host name resolves and every proxied request goes to a closed port.
-        "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
         "--virtual-time-budget=15000",
     ]
     screenshot = work / "page.png"
@@ -94,8 +104,12 @@ def browse(page: Path, work: Path) -> tuple[str, np.ndarray]:
     for action in ("--dump-dom", f"--screenshot={screenshot}"):
         profile = work / f"profile{len(outputs)}"
         try:
-            result = subprocess.run([chromium(), *flags, f"--user-data-dir={profile}", action, page.as_uri()],
-                                    capture_output=True, text=True, timeout=180)
+            result = subprocess.run(
+                [chromium(), *flags, f"--user-data-dir={profile}", action, page.as_uri()],
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"headless Chromium did not finish {action} of {page} within 180 s")
         assert result.returncode == 0, f"chromium {action} failed:\n{result.stderr[-3000:]}"
@@ -118,16 +132,27 @@ def assert_draws_offline(page: Path, work: Path, n_plots: int) -> None:
 
 
 def dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
     result = subprocess.run([DVC, *args], cwd=repo, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=t@example.org", *args],
-                   cwd=repo, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=t@example.org", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def write_curves(repo: Path, scale: float) -> None:

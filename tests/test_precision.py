@@ -13,7 +13,12 @@ from gans.loop import choose_precision, fit
 from gans.precision import Candidate
 from tests.helpers import tiny_config
 
-FP32, FP32_CL, BF16, BF16_CL = Candidate(False, False), Candidate(False, True), Candidate(True, False), Candidate(True, True)
+FP32, FP32_CL, BF16, BF16_CL = (
+    Candidate(False, False),
+    Candidate(False, True),
+    Candidate(True, False),
+    Candidate(True, True),
+)
 
 
 @pytest.fixture
@@ -53,10 +58,12 @@ def test_a_slow_candidate_is_dropped_after_one_round_and_the_budget_is_kept():
     def counting(candidate):
         def step():
             durations[candidate] += 1
+
         return step
 
-    times = precision.time_candidates({FP32: counting(FP32), BF16: counting(BF16)}, budget_s=4.0,
-                                      clock=lambda: next(clock))
+    times = precision.time_candidates(
+        {FP32: counting(FP32), BF16: counting(BF16)}, budget_s=4.0, clock=lambda: next(clock)
+    )
     assert len(times[FP32]) >= precision.MIN_ROUNDS and len(times[FP32]) < precision.MAX_ROUNDS
     assert len(times[BF16]) >= 1
 
@@ -82,7 +89,11 @@ def test_a_real_calibration_writes_its_cache_and_the_second_run_reads_it(cache, 
     assert list(first.speed) == ["fp32", "fp32 + channels_last"] and first.speed["fp32"] == 1.0
 
     second = choose_precision(cfg, torch.device("cpu"), batch=8)
-    assert second.how == "cached" and (second.amp, second.channels_last, second.speed) == (first.amp, first.channels_last, first.speed)
+    assert second.how == "cached" and (second.amp, second.channels_last, second.speed) == (
+        first.amp,
+        first.channels_last,
+        first.speed,
+    )
     assert "cached" in second.sentence() and "bf16 not tried: no native bf16" in second.sentence()
     other_shape = choose_precision(cfg, torch.device("cpu"), batch=4)  # another batch is another key
     assert other_shape.how == "measured" and len(json.loads(cache.read_text())) == 2
@@ -103,7 +114,11 @@ def test_auto_never_tries_bf16_without_native_bf16(cache, monkeypatch, tiny_data
     monkeypatch.setattr(precision, "native_bf16", lambda: False)
     tried = []
     real_time_candidates = precision.time_candidates
-    monkeypatch.setattr(precision, "time_candidates", lambda steps, budget_s: tried.extend(steps) or real_time_candidates(steps, budget_s))
+    monkeypatch.setattr(
+        precision,
+        "time_candidates",
+        lambda steps, budget_s: tried.extend(steps) or real_time_candidates(steps, budget_s),
+    )
     state = fit(tiny_config(train={"steps": 2}), tiny_dataset, work_dir=tmp_path / "run")
     assert tried == [FP32, FP32_CL] and state["precision"]["amp"] is False
 
@@ -114,7 +129,9 @@ def test_a_resumed_run_on_the_same_machine_keeps_its_decision(cache, tiny_datase
     kept = {**state["precision"], "channels_last": not state["precision"]["channels_last"]}  # not what a timing picks
     resumed = choose_precision(cfg, torch.device("cpu"), batch=4, resume={**state, "precision": kept})
     assert (resumed.how, resumed.channels_last) == ("resumed", kept["channels_last"])
-    elsewhere = choose_precision(cfg, torch.device("cpu"), batch=4, resume={**state, "precision": {**kept, "machine": "another CPU"}})
+    elsewhere = choose_precision(
+        cfg, torch.device("cpu"), batch=4, resume={**state, "precision": {**kept, "machine": "another CPU"}}
+    )
     assert elsewhere.how == "cached"
 
 
@@ -123,5 +140,7 @@ def test_the_global_batch_must_split_over_the_workers():
     from gans.loop import worker_batch
 
     assert (worker_batch(32, 1), worker_batch(32, 2)) == (32, 16)
-    with pytest.raises(ConfigError, match=r"^train\.batch_size=6 is the global batch and must split evenly over the 4 workers"):
+    with pytest.raises(
+        ConfigError, match=r"^train\.batch_size=6 is the global batch and must split evenly over the 4 workers"
+    ):
         worker_batch(6, 4)

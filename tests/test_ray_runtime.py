@@ -37,7 +37,9 @@ def _worker(config):
 
 
 def _trial(config):
-    trainer = tuning.trial_trainer(_worker, {"x": config["x"]}, RayConfig(num_workers=1, storage_path=config["storage"]))
+    trainer = tuning.trial_trainer(
+        _worker, {"x": config["x"]}, RayConfig(num_workers=1, storage_path=config["storage"])
+    )
     trainer.fit()
 
 
@@ -46,12 +48,18 @@ def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
     ray_cfg = RayConfig(num_workers=1, storage_path=str(tmp_path))
     with cluster.ray_session(ray_cfg):
         tuner = tuning.make_tuner(
-            _trial, {"x": __import__("ray").tune.grid_search([2, 1, 3]), "storage": str(tmp_path)}, ray_cfg,
-            metric="score", mode="min", max_concurrent=2,
+            _trial,
+            {"x": __import__("ray").tune.grid_search([2, 1, 3]), "storage": str(tmp_path)},
+            ray_cfg,
+            metric="score",
+            mode="min",
+            max_concurrent=2,
         )
         grid = tuner.fit()
     assert not grid.errors
-    scores = sorted((result.config["x"], result.metrics["score"], result.metrics["training_iteration"]) for result in grid)
+    scores = sorted(
+        (result.config["x"], result.metrics["score"], result.metrics["training_iteration"]) for result in grid
+    )
     assert scores == [(1, 1.5, 2), (2, 4.5, 2), (3, 9.5, 2)]  # the last of two reports each
     assert grid.get_best_result().config["x"] == 1
     # Each trial's Train run kept its own directory under the storage, named after the trial.
@@ -69,6 +77,12 @@ def test_nothing_outside_ray_runtime_imports_ray():
         if "ray_runtime" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.relative_to(root)}: {name}" for name in names if name.split(".")[0] == "ray"]
     assert offenders == []

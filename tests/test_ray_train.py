@@ -16,7 +16,9 @@ from tests.helpers import tiny_config
 def stage_params(tmp_path, tiny_dataset, storage: str | None = None, workers: int = 2, **sections) -> Params:
     """Params of a tiny 2-worker train stage writing under ``tmp_path`` (``sections`` override the config)."""
     train = {"steps": 4, "log_every": 2, "snapshot_every": 2, "batch_size": 4, **sections.pop("train", {})}
-    paths = PathsConfig(prepared=str(tiny_dataset.path), train=str(tmp_path / "train"), train_live=str(tmp_path / "live"))
+    paths = PathsConfig(
+        prepared=str(tiny_dataset.path), train=str(tmp_path / "train"), train_live=str(tmp_path / "live")
+    )
     return Params(
         gan=tiny_config(train=train, **sections),
         ray=RayConfig(num_workers=workers, storage_path=storage or str(tmp_path / "ray")),
@@ -33,8 +35,13 @@ def _run(params: Params) -> dict:
 @pytest.mark.parametrize("model, loss", [("dcgan", "bce"), ("sagan", "wgan-gp")])
 def test_two_worker_ddp_run_keeps_replicas_identical(tmp_path, tiny_dataset, model, loss):
     """DDP averages gradients (the WGAN-GP penalty's double backward included), so replicas stay bit-identical."""
-    params = stage_params(tmp_path, tiny_dataset, model={"name": model}, loss={"name": loss},
-                          train={"steps": 6, "log_every": 3, "snapshot_every": 3})
+    params = stage_params(
+        tmp_path,
+        tiny_dataset,
+        model={"name": model},
+        loss={"name": loss},
+        train={"steps": 6, "log_every": 3, "snapshot_every": 3},
+    )
     state = _run(params)
 
     run_info = json.loads((tmp_path / "train" / "run.json").read_text())
@@ -52,8 +59,10 @@ def test_two_worker_ddp_run_keeps_replicas_identical(tmp_path, tiny_dataset, mod
 
 def test_the_global_batch_is_the_same_on_one_and_on_two_workers(tmp_path, tiny_dataset):
     """train.batch_size is the global batch: 1 worker takes all 8 images per D update, 2 workers 4 each."""
-    runs = {workers: _run(stage_params(tmp_path / str(workers), tiny_dataset, workers=workers, train={"batch_size": 8}))
-            for workers in (1, 2)}
+    runs = {
+        workers: _run(stage_params(tmp_path / str(workers), tiny_dataset, workers=workers, train={"batch_size": 8}))
+        for workers in (1, 2)
+    }
     for workers, state in runs.items():
         assert state["world_size"] == workers
         assert [row["global_batch"] for row in state["history"]] == [8.0, 8.0]  # real images counted on every rank
@@ -99,9 +108,17 @@ def test_resume_refuses_a_changed_seed_or_worker_count(tmp_path, tiny_dataset):
     saved = state["config"]
     changed = tiny_config(train={"steps": 4, "seed": 1, "batch_size": 2, "n_critic": 2})
     assert resume_conflicts(saved, 1, changed, 2) == [
-        "train.seed 0 → 1", "train.batch_size 4 → 2", "train.n_critic 1 → 2", "world size (workers) 1 → 2",
+        "train.seed 0 → 1",
+        "train.batch_size 4 → 2",
+        "train.n_critic 1 → 2",
+        "world size (workers) 1 → 2",
     ]
-    assert resume_conflicts(saved, 1, dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=9)), 1) == []
-    with pytest.raises(ConfigError, match=r"^Cannot resume: the checkpoint's run differs \(train\.seed 0 → 1\); "
-                                          r"set train\.resume: false to start fresh\.$"):
+    assert (
+        resume_conflicts(saved, 1, dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=9)), 1) == []
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^Cannot resume: the checkpoint's run differs \(train\.seed 0 → 1\); "
+        r"set train\.resume: false to start fresh\.$",
+    ):
         fit(tiny_config(train={"steps": 4, "seed": 1}), tiny_dataset, work_dir=tmp_path / "b", resume=state)

@@ -71,11 +71,14 @@ def test_status_and_metadata_follow_tf_serving(server, exported):
     status, _, data = call(f"{server}/v1/models/generator")
     assert status == 200
     assert json.loads(data)["model_version_status"] == [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
     status, _, data = call(f"{server}/v1/models/generator/metadata")
     on_disk = json.loads((exported[0] / "1" / "signature.json").read_text())
-    assert status == 200 and json.loads(data) == {"model_spec": {"name": "generator", "version": "1"},
-                                                  "metadata": {"signature": on_disk}}
+    assert status == 200 and json.loads(data) == {
+        "model_spec": {"name": "generator", "version": "1"},
+        "metadata": {"signature": on_disk},
+    }
     assert on_disk["files"]["onnx"] == "generator.onnx"
 
 
@@ -110,8 +113,13 @@ BAD_REQUESTS = {
     "boolean in z": ({"instances": [[True] * Z_DIM]}, None, "application/json", 400, "must be a number"),
     "NaN in z": (None, b'{"instances": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}', "application/json", 400, "finite"),
     "overflowing z": ({"instances": [[1e39] + [0.0] * (Z_DIM - 1)]}, None, "application/json", 400, "finite"),
-    "integer beyond float": (None, b'{"instances": [[1' + b"0" * 400 + b', 0, 0, 0, 0, 0, 0, 0]]}', "application/json", 400,
-                             "finite"),
+    "integer beyond float": (
+        None,
+        b'{"instances": [[1' + b"0" * 400 + b", 0, 0, 0, 0, 0, 0, 0]]}",
+        "application/json",
+        400,
+        "finite",
+    ),
     "deeply nested JSON": (None, b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "too deeply"),
     "n over the limit": ({"seed": 0, "n": 65}, None, "application/json", 400, "'n' must be an integer from 1 to 64"),
     "too many instances": ({"instances": [[0.0] * Z_DIM] * 65}, None, "application/json", 400, "at most 64"),
@@ -135,14 +143,17 @@ def test_bad_predict_requests_get_a_4xx_and_one_sentence(server, kind):
     assert headers["content-type"] == "application/json"
 
 
-@pytest.mark.parametrize("path, expected_status, phrase", [
-    ("/v1/models/generator/versions/9:predict", 404, "Version 9 is not served (policy latest serves 1)."),
-    ("/v1/models/generator/versions/one:predict", 404, "Unknown version 'one'"),
-    ("/v1/models/generator/versions/%C2%B2:predict", 404, "Unknown version"),  # "²": a digit to str.isdigit()
-    ("/v1/models/generator/versions/" + "9" * 400 + ":predict", 404, "Unknown version"),
-    ("/v1/models/other:predict", 404, "Unknown model 'other'"),
-    ("/v1/nothing", 404, "No such endpoint"),
-])
+@pytest.mark.parametrize(
+    "path, expected_status, phrase",
+    [
+        ("/v1/models/generator/versions/9:predict", 404, "Version 9 is not served (policy latest serves 1)."),
+        ("/v1/models/generator/versions/one:predict", 404, "Unknown version 'one'"),
+        ("/v1/models/generator/versions/%C2%B2:predict", 404, "Unknown version"),  # "²": a digit to str.isdigit()
+        ("/v1/models/generator/versions/" + "9" * 400 + ":predict", 404, "Unknown version"),
+        ("/v1/models/other:predict", 404, "Unknown model 'other'"),
+        ("/v1/nothing", 404, "No such endpoint"),
+    ],
+)
 def test_unknown_versions_models_and_paths_are_404(server, path, expected_status, phrase):
     status, _, data = call(server + path, {"seed": 0})
     assert status == expected_status and phrase in json.loads(data)["error"]
@@ -185,8 +196,12 @@ def test_no_memory_growth_over_many_requests(server):
 
 def test_client_lists_samples_and_interpolates(server, tmp_path):
     def client(*args):
-        return subprocess.run([sys.executable, "-m", "pipeline.serving.client", "--url", server, *args],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.serving.client", "--url", server, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     listed = client("versions")
     assert listed.returncode == 0 and listed.stdout.strip() == "version 1: AVAILABLE"
@@ -200,8 +215,12 @@ def test_client_lists_samples_and_interpolates(server, tmp_path):
     refused = client("--version", "9", "sample", "--out", str(tmp_path / "none"))
     assert refused.returncode == 1
     assert refused.stderr.strip() == "error: The server answered 404: Version 9 is not served (policy latest serves 1)."
-    unreachable = subprocess.run([sys.executable, "-m", "pipeline.serving.client", "--url", "http://127.0.0.1:9", "versions"],
-                                 capture_output=True, text=True, timeout=60)
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "pipeline.serving.client", "--url", "http://127.0.0.1:9", "versions"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unreachable.returncode == 1 and "Cannot reach the model server" in unreachable.stderr
 
 
@@ -271,6 +290,9 @@ def test_the_page_draws_faces_and_follows_the_seed(server):
             page.wait_for_selector("body[data-state=ready]", timeout=60_000)
             assert "seed=41" in page.get_attribute("#grid", "src")
             after = page.locator("#grid").screenshot()
-            assert np.asarray(Image.open(io.BytesIO(after))).tolist() != np.asarray(Image.open(io.BytesIO(before))).tolist()
+            assert (
+                np.asarray(Image.open(io.BytesIO(after))).tolist()
+                != np.asarray(Image.open(io.BytesIO(before))).tolist()
+            )
         finally:
             browser.close()

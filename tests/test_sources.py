@@ -73,26 +73,28 @@ def _corpus() -> dict[str, tuple[bytes, str]]:
         return CORPUS
     good = _jpeg(_face(0))
     sixteen = Image.fromarray(np.asarray(lfw_photo(3)).astype(np.uint16) * 257)
-    CORPUS.update({
-        "a-good.jpg": (good, "kept"),  # sorts before its copy, so the copy is the duplicate
-        "dup/copy-of-good.jpg": (good, "duplicate"),
-        "zero-bytes.jpg": (b"", "unreadable"),
-        "text-named.jpg": (b"this is not an image\n" * 10, "unreadable"),
-        "truncated.jpg": (_jpeg(_face(1))[:600], "corrupt"),
-        "alpha.png": (_png(_with_alpha(_face(2))), "kept"),
-        "palette.png": (_png(_face(5).convert("P")), "kept"),
-        "sixteen-bit.png": (_png(sixteen), "kept"),
-        "cmyk.jpg": (_jpeg(_face(6).convert("CMYK")), "kept"),
-        "gray.png": (_png(lfw_photo(7)), "kept"),
-        "rotated.jpg": (_exif_rotated(_face(8)), "kept"),
-        "animated.gif": (_animated_gif(_face(10)), "kept"),
-        "bomb.png": (_png(Image.new("1", (10_000, 6_000))), "too large"),
-        "small.png": (_png(_face(11, size=48)), "too small"),  # its face crop is under min_size
-        "tiny.png": (_png(_photo(5, size=8)), "too small"),  # under MTCNN's smallest face
-        "no-face.jpg": (_jpeg(lfw_photo(100).convert("RGB")), "no face"),
-        "unsure-face.jpg": (_jpeg(_face(4)), "low confidence"),  # MTCNN is only ~98% sure of this one
-        "notes.txt": (b"ignored: not an image suffix", None),
-    })
+    CORPUS.update(
+        {
+            "a-good.jpg": (good, "kept"),  # sorts before its copy, so the copy is the duplicate
+            "dup/copy-of-good.jpg": (good, "duplicate"),
+            "zero-bytes.jpg": (b"", "unreadable"),
+            "text-named.jpg": (b"this is not an image\n" * 10, "unreadable"),
+            "truncated.jpg": (_jpeg(_face(1))[:600], "corrupt"),
+            "alpha.png": (_png(_with_alpha(_face(2))), "kept"),
+            "palette.png": (_png(_face(5).convert("P")), "kept"),
+            "sixteen-bit.png": (_png(sixteen), "kept"),
+            "cmyk.jpg": (_jpeg(_face(6).convert("CMYK")), "kept"),
+            "gray.png": (_png(lfw_photo(7)), "kept"),
+            "rotated.jpg": (_exif_rotated(_face(8)), "kept"),
+            "animated.gif": (_animated_gif(_face(10)), "kept"),
+            "bomb.png": (_png(Image.new("1", (10_000, 6_000))), "too large"),
+            "small.png": (_png(_face(11, size=48)), "too small"),  # its face crop is under min_size
+            "tiny.png": (_png(_photo(5, size=8)), "too small"),  # under MTCNN's smallest face
+            "no-face.jpg": (_jpeg(lfw_photo(100).convert("RGB")), "no face"),
+            "unsure-face.jpg": (_jpeg(_face(4)), "low confidence"),  # MTCNN is only ~98% sure of this one
+            "notes.txt": (b"ignored: not an image suffix", None),
+        }
+    )
     return CORPUS
 
 
@@ -118,8 +120,16 @@ def test_every_bad_file_gets_its_reason_and_nothing_crashes(tmp_path):
     expected = {name: outcome for name, (_, outcome) in _corpus().items() if outcome not in (None, "kept")}
     assert {row["name"]: row["reason"] for row in rejected} == expected
     kept = sum(outcome == "kept" for _, outcome in _corpus().values()) + 1  # + the non-UTF-8 name
-    assert counts == {"kept": kept, "duplicate": 1, "unreadable": 2, "corrupt": 1, "too large": 1, "too small": 2,
-                      "no face": 1, "low confidence": 1}
+    assert counts == {
+        "kept": kept,
+        "duplicate": 1,
+        "unreadable": 2,
+        "corrupt": 1,
+        "too large": 1,
+        "too small": 2,
+        "no face": 1,
+        "low confidence": 1,
+    }
     assert images.shape == (kept, 3, 16, 16)
 
 
@@ -212,8 +222,15 @@ def test_a_stream_that_keeps_nothing_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
 
 
-@pytest.mark.parametrize("source, what", [("celeba", "img_align_celeba.zip"), ("mnist", "ubyte"),
-                                          ("cifar10", "cifar-10-python"), ("svhn", "train_32x32.mat")])
+@pytest.mark.parametrize(
+    "source, what",
+    [
+        ("celeba", "img_align_celeba.zip"),
+        ("mnist", "ubyte"),
+        ("cifar10", "cifar-10-python"),
+        ("svhn", "train_32x32.mat"),
+    ],
+)
 def test_torchvision_sets_offline_say_what_to_download_and_where(tmp_path, source, what):
     cfg = DataConfig(source=source, path=str(tmp_path / source))
     with pytest.raises(SourceError) as info:

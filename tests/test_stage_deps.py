@@ -137,7 +137,7 @@ def _cycles() -> list[list[str]]:
         state[node] = "open"
         for nxt in graph.get(node, []):
             if state.get(nxt) == "open":
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 cycles.append([str(p.relative_to(REPO)) for p in cycle])
             elif nxt not in state:
                 visit(nxt, [*stack, nxt])

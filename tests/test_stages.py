@@ -7,7 +7,9 @@ import yaml
 
 
 def _stage(name, cwd):
-    return subprocess.run([sys.executable, "-m", f"pipeline.{name}"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", f"pipeline.{name}"], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_params_typo_is_one_line_naming_the_key(tmp_path):
@@ -24,13 +26,17 @@ def test_a_missing_input_names_the_stage_to_run(tmp_path):
     (tmp_path / "params.yaml").write_text("{}\n")
     result = _stage("evaluate", tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == "[evaluate] error: No checkpoint at artifacts/train/checkpoint.pt; run the train stage first."
+    assert (
+        result.stderr.strip()
+        == "[evaluate] error: No checkpoint at artifacts/train/checkpoint.pt; run the train stage first."
+    )
     assert "Traceback" not in result.stderr
 
 
 def test_prepare_writes_dataset_manifest_and_preview(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"limit": 12, "channels": 3, "resolution": 16},
-                                                          "model": {"name": "mlp"}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"data": {"limit": 12, "channels": 3, "resolution": 16}, "model": {"name": "mlp"}})
+    )
     result = _stage("prepare", tmp_path)
     assert result.returncode == 0, result.stderr
     import json

@@ -43,20 +43,32 @@ def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
     bce = sweep_stage.trial_config(base, sweep, {"loss": "bce", "ttur_ratio": 2})
     assert bce.optim.betas_g == (0.5, 0.999) and bce.n_critic == 1  # params.yaml's betas
     # Set in the sweep section, they apply to every trial.
-    fixed = sweep_stage.trial_config(base, SweepConfig(betas=(0.5, 0.99), n_critic=2, lr_g=3e-4), {"loss": "hinge", "ttur_ratio": 2})
+    fixed = sweep_stage.trial_config(
+        base, SweepConfig(betas=(0.5, 0.99), n_critic=2, lr_g=3e-4), {"loss": "hinge", "ttur_ratio": 2}
+    )
     assert fixed.optim.betas_d == (0.5, 0.99) and fixed.n_critic == 2 and fixed.optim.lr_d == pytest.approx(6e-4)
     # A trial is short: the sweep's budget, scored and checkpointed at every report, never a resume.
     assert (bce.train.steps, bce.train.fid_every, bce.train.snapshot_every, bce.train.resume) == (
-        sweep.steps, sweep.fid_every, sweep.fid_every, False)
+        sweep.steps,
+        sweep.fid_every,
+        sweep.fid_every,
+        False,
+    )
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"losses": []}, r"^sweep\.losses is empty, so the sweep has nothing to try; list at least one value\.$"),
-    ({"ttur_ratios": [1, 0]}, r"^sweep\.ttur_ratios holds 0\.0; every lr_d / lr_g ratio must be positive\.$"),
-    ({"steps": 100, "fid_every": 50, "grace_steps": 200}, r"^sweep\.steps=100 is smaller than sweep\.grace_steps=200"),
-    ({"steps": 500, "fid_every": 200}, r"^sweep\.steps=500 must be a multiple of sweep\.fid_every=200"),
-    ({"scheduler": "pbt"}, r"^sweep\.scheduler='pbt' is not valid; allowed values: asha, fifo\.$"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"losses": []}, r"^sweep\.losses is empty, so the sweep has nothing to try; list at least one value\.$"),
+        ({"ttur_ratios": [1, 0]}, r"^sweep\.ttur_ratios holds 0\.0; every lr_d / lr_g ratio must be positive\.$"),
+        (
+            {"steps": 100, "fid_every": 50, "grace_steps": 200},
+            r"^sweep\.steps=100 is smaller than sweep\.grace_steps=200",
+        ),
+        ({"steps": 500, "fid_every": 200}, r"^sweep\.steps=500 must be a multiple of sweep\.fid_every=200"),
+        ({"scheduler": "pbt"}, r"^sweep\.scheduler='pbt' is not valid; allowed values: asha, fifo\.$"),
+    ],
+)
 def test_bad_sweep_params_are_one_sentence_naming_the_key(section, message):
     with pytest.raises(ConfigError, match=message):
         parse_params({"sweep": section})
@@ -64,30 +76,47 @@ def test_bad_sweep_params_are_one_sentence_naming_the_key(section, message):
 
 def test_names_in_the_space_and_the_reference_are_checked_before_any_trial(tmp_path):
     def params(**sweep) -> Params:
-        return dataclasses.replace(Params(), sweep=SweepConfig(**sweep),
-                                   paths=PathsConfig(reference=str(tmp_path / "missing.npz")))
+        return dataclasses.replace(
+            Params(), sweep=SweepConfig(**sweep), paths=PathsConfig(reference=str(tmp_path / "missing.npz"))
+        )
 
-    with pytest.raises(ConfigError, match=r"^sweep\.losses='wgan' is not valid; allowed values: bce, hinge, lsgan, wgan-gp\.$"):
+    with pytest.raises(
+        ConfigError, match=r"^sweep\.losses='wgan' is not valid; allowed values: bce, hinge, lsgan, wgan-gp\.$"
+    ):
         sweep_stage.check_sweep(params(losses=("bce", "wgan")))
-    with pytest.raises(ConfigError, match=r"^sweep\.models='stylegan' is not valid; allowed values: dcgan, mlp, sagan\.$"):
+    with pytest.raises(
+        ConfigError, match=r"^sweep\.models='stylegan' is not valid; allowed values: dcgan, mlp, sagan\.$"
+    ):
         sweep_stage.check_sweep(params(models=("dcgan", "stylegan")))
-    with pytest.raises(ConfigError, match=r"^sweep\.ttur_ratios/losses/models: the trial bce ×10000 is invalid "
-                                          r"\(optim\.lr_d=2\.0 must be in \(0, 1\)\)\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^sweep\.ttur_ratios/losses/models: the trial bce ×10000 is invalid "
+        r"\(optim\.lr_d=2\.0 must be in \(0, 1\)\)\.$",
+    ):
         sweep_stage.check_sweep(params(losses=("bce",), ttur_ratios=(1, 1e4)))
-    with pytest.raises(Exception, match=r"^No reference statistics at .*missing\.npz; run the reference stage first\.$"):
+    with pytest.raises(
+        Exception, match=r"^No reference statistics at .*missing\.npz; run the reference stage first\.$"
+    ):
         sweep_stage.check_sweep(params())
 
 
 def test_trials_that_cannot_all_get_their_workers_are_refused():
     cpu = RayConfig(cpus_per_worker=1)
     sweep_stage.check_capacity(SweepConfig(workers_per_trial=1, max_concurrent=2), cpu, {"CPU": 2})  # fits exactly
-    with pytest.raises(sweep_stage.SweepError, match=r"^sweep\.workers_per_trial=4 needs 4 CPUs per trial but the cluster has 2"):
+    with pytest.raises(
+        sweep_stage.SweepError, match=r"^sweep\.workers_per_trial=4 needs 4 CPUs per trial but the cluster has 2"
+    ):
         sweep_stage.check_capacity(SweepConfig(workers_per_trial=4), cpu, {"CPU": 2})
-    with pytest.raises(sweep_stage.SweepError, match=r"^sweep\.max_concurrent=3 trials × 1 CPUs need 3 CPUs but the cluster has 2; "
-                                                     r"set sweep\.max_concurrent to at most 2\.$"):
+    with pytest.raises(
+        sweep_stage.SweepError,
+        match=r"^sweep\.max_concurrent=3 trials × 1 CPUs need 3 CPUs but the cluster has 2; "
+        r"set sweep\.max_concurrent to at most 2\.$",
+    ):
         sweep_stage.check_capacity(SweepConfig(max_concurrent=3), cpu, {"CPU": 2})
     with pytest.raises(sweep_stage.SweepError, match=r"needs 2 GPUs per trial but the cluster has 1"):
-        sweep_stage.check_capacity(SweepConfig(workers_per_trial=2, max_concurrent=1), RayConfig(use_gpu=True), {"CPU": 8, "GPU": 1})
+        sweep_stage.check_capacity(
+            SweepConfig(workers_per_trial=2, max_concurrent=1), RayConfig(use_gpu=True), {"CPU": 8, "GPU": 1}
+        )
 
 
 def test_a_disabled_sweep_writes_an_empty_winner_and_train_uses_params_yaml(tmp_path, monkeypatch):
@@ -107,8 +136,10 @@ def test_the_winner_overrides_params_yaml_for_train(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("loss: {name: bce}\noptim: {lr_g: 0.0001}\n")
     Path("sweep").mkdir()
-    Path("sweep/best.yaml").write_text("loss: {name: hinge}\noptim: {lr_d: 0.0004}\ntrain: {n_critic: 1}\n"
-                                       "trial: {id: abc_00001, ttur_ratio: 4.0, fid: 99.5}\n")
+    Path("sweep/best.yaml").write_text(
+        "loss: {name: hinge}\noptim: {lr_d: 0.0004}\ntrain: {n_critic: 1}\n"
+        "trial: {id: abc_00001, ttur_ratio: 4.0, fid: 99.5}\n"
+    )
     params = load_params(with_sweep_winner=True)
     assert params.gan.loss.name == "hinge" and params.gan.optim.lr_d == 4e-4 and params.gan.optim.lr_g == 1e-4
     assert params.from_sweep == ("loss.name", "optim.lr_d", "train.n_critic")
@@ -126,7 +157,9 @@ def _faces(root: Path, resolution: int = 8) -> tuple[str, str]:
     images = np.stack([np.asarray(lfw_photo(i, resolution))[None] for i in range(100)]).astype(np.uint8)
     prepared = write_prepared(root / "prepared", images, {"count": 100})
     reference = root / "reference.npz"
-    save_reference(reference, reference_statistics(features_of_images(torch.from_numpy(images), make_extractor(), verbose=False)))
+    save_reference(
+        reference, reference_statistics(features_of_images(torch.from_numpy(images), make_extractor(), verbose=False))
+    )
     return str(prepared), str(reference)
 
 
@@ -138,9 +171,14 @@ TINY_GAN = {
 
 
 def _sweep_params(tmp_path: Path, data: tuple[str, str], **sweep) -> Params:
-    paths = PathsConfig(prepared=data[0], reference=data[1], sweep_best=str(tmp_path / "sweep/best.yaml"),
-                        sweep_trials=str(tmp_path / "sweep/trials.csv"), sweep_metrics=str(tmp_path / "metrics/sweep.json"),
-                        sweep_plots=str(tmp_path / "plots/sweep"))
+    paths = PathsConfig(
+        prepared=data[0],
+        reference=data[1],
+        sweep_best=str(tmp_path / "sweep/best.yaml"),
+        sweep_trials=str(tmp_path / "sweep/trials.csv"),
+        sweep_metrics=str(tmp_path / "metrics/sweep.json"),
+        sweep_plots=str(tmp_path / "plots/sweep"),
+    )
     raw = {**TINY_GAN, "sweep": {"steps": 120, "fid_every": 30, "grace_steps": 60, "reduction_factor": 2, **sweep}}
     return dataclasses.replace(parse_params(raw), ray=RayConfig(storage_path=str(tmp_path / "ray")), paths=paths)
 
@@ -177,8 +215,9 @@ def asha_sweep(tmp_path_factory, faces):
     """
     root = tmp_path_factory.mktemp("sweep")
     params = _sweep_params(root, faces, losses=["bce", "wgan-gp"], ttur_ratios=[1, 1e-6])
-    params = dataclasses.replace(params, gan=dataclasses.replace(
-        params.gan, loss=dataclasses.replace(params.gan.loss, gp_weight=math.inf)))
+    params = dataclasses.replace(
+        params, gan=dataclasses.replace(params.gan, loss=dataclasses.replace(params.gan.loss, gp_weight=math.inf))
+    )
     params = _seed_ordering(params, {1.0: 0, 1e-6: 1})
     metrics = sweep_stage.run(params)
     return params, metrics, _table(params)
@@ -191,7 +230,11 @@ def test_asha_stops_the_configuration_that_cannot_learn_and_a_diverged_trial_fai
     # The losses turned NaN/inf: train.stop_on (divergence) ended each such trial as failed, and the sweep went on.
     for ratio in (1.0, 1e-6):
         failed = trials["wgan-gp", ratio]
-        assert failed["status"] == "failed" and failed["error"].startswith("Training stopped at step 10: divergence (train.stop_on") and not failed["best_fid"]
+        assert (
+            failed["status"] == "failed"
+            and failed["error"].startswith("Training stopped at step 10: divergence (train.stop_on")
+            and not failed["best_fid"]
+        )
         assert (failed["n_critic"], failed["betas_d"]) == ("5", "0 0.9")  # wgan-gp's resolved settings
     # D frozen (lr_d ≈ 0): G cannot learn, it scored worse than the learning trial, ASHA stopped it early.
     learning, frozen = trials["bce", 1.0], trials["bce", 1e-6]
@@ -202,7 +245,11 @@ def test_asha_stops_the_configuration_that_cannot_learn_and_a_diverged_trial_fai
     assert (metrics["completed"], metrics["stopped"], metrics["failed"]) == (1, 1, 2)
     assert metrics["trial_steps"] == sum(int(row["steps_run"]) for row in rows) < metrics["trial_steps_full"] == 4 * 120
     # Every resolved setting and the seed are recorded.
-    assert (learning["betas_d"], learning["n_critic"], float(learning["lr_d"])) == ("0.5 0.999", "1", pytest.approx(2e-4))
+    assert (learning["betas_d"], learning["n_critic"], float(learning["lr_d"])) == (
+        "0.5 0.999",
+        "1",
+        pytest.approx(2e-4),
+    )
     assert float(frozen["lr_d"]) == pytest.approx(2e-10)
     assert {row["seed"] for row in rows} == {str(params.gan.train.seed)}
 
@@ -212,11 +259,17 @@ def test_the_winner_is_the_trial_with_the_lowest_fid_in_the_table(asha_sweep):
     scored = [row for row in rows if row["best_fid"]]
     best_row = min(scored, key=lambda row: float(row["best_fid"]))
     winner = yaml.safe_load(Path(params.paths.sweep_best).read_text())
-    assert best_row["trial"] == metrics["best"]["trial"] and best_row["trial"].endswith(f"_{winner['trial']['number']:05d}")
+    assert best_row["trial"] == metrics["best"]["trial"] and best_row["trial"].endswith(
+        f"_{winner['trial']['number']:05d}"
+    )
     assert winner["trial"]["label"] == f"{best_row['loss']} ×{float(best_row['ttur_ratio']):g}"
     assert winner["loss"] == {"name": best_row["loss"]}
     assert winner["optim"]["lr_d"] == pytest.approx(float(best_row["lr_d"]))
-    assert winner["trial"]["fid"] == pytest.approx(float(best_row["best_fid"]), abs=0.01) == pytest.approx(metrics["best_fid"], abs=0.01)
+    assert (
+        winner["trial"]["fid"]
+        == pytest.approx(float(best_row["best_fid"]), abs=0.01)
+        == pytest.approx(metrics["best_fid"], abs=0.01)
+    )
     # The winner's values pass the config checks as train will apply them.
     parse_params({**TINY_GAN, **{k: v for k, v in winner.items() if k != "trial"}})
     # Plots: curves and heat map as PNG, curves as CSV for dvc plots (one row per report of a scored trial).
@@ -232,15 +285,32 @@ def test_an_interrupted_sweep_resumes_without_rerunning_ended_trials(tmp_path, f
     params_file = tmp_path / "params.yaml"
 
     def write_params(resume: bool) -> None:
-        raw = {**TINY_GAN, "sweep": {"losses": ["bce", "hinge"], "ttur_ratios": [1], "steps": 60, "fid_every": 20,
-                                     "grace_steps": 20, "scheduler": "fifo", "max_concurrent": 1, "resume": resume},
-               "paths": {"prepared": faces[0], "reference": faces[1]}}
+        raw = {
+            **TINY_GAN,
+            "sweep": {
+                "losses": ["bce", "hinge"],
+                "ttur_ratios": [1],
+                "steps": 60,
+                "fid_every": 20,
+                "grace_steps": 20,
+                "scheduler": "fifo",
+                "max_concurrent": 1,
+                "resume": resume,
+            },
+            "paths": {"prepared": faces[0], "reference": faces[1]},
+        }
         params_file.write_text(yaml.safe_dump(raw))
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     write_params(resume=False)
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.sweep"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.sweep"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     for line in process.stdout:  # the stage prints "ended at step" when a trial ends
         lines.append(line)
@@ -254,11 +324,16 @@ def test_an_interrupted_sweep_resumes_without_rerunning_ended_trials(tmp_path, f
     assert not (tmp_path / "sweep/best.yaml").exists()  # nothing written for a half sweep
 
     write_params(resume=True)
-    resumed = subprocess.run([sys.executable, "-m", "pipeline.sweep"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline.sweep"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming the sweep" in resumed.stdout
     assert f"({first}): step" not in resumed.stdout  # the ended trial reported nothing again, the other one did
-    assert resumed.stdout.count("ended at step 60") == 1 and first not in resumed.stdout.split("ended at step 60")[0][-40:]
+    assert (
+        resumed.stdout.count("ended at step 60") == 1 and first not in resumed.stdout.split("ended at step 60")[0][-40:]
+    )
     rows = list(csv.DictReader(open(tmp_path / "sweep/trials.csv")))
-    assert sorted(row["status"] for row in rows) == ["completed", "completed"] and first in {row["trial"] for row in rows}
+    assert sorted(row["status"] for row in rows) == ["completed", "completed"] and first in {
+        row["trial"] for row in rows
+    }

@@ -16,8 +16,26 @@ from gans.precision import Decision
 from gans.train_state import TrainState
 from tests.conftest import tiny_config
 
-CHECKPOINT_KEYS = ["config", "step", "world_size", "G", "D", "G_ema", "G_init", "opt_g", "opt_d", "scalers", "rng",
-                   "fixed_z", "history", "best", "augment_p", "diagnosis", "stopped_by", "precision"]
+CHECKPOINT_KEYS = [
+    "config",
+    "step",
+    "world_size",
+    "G",
+    "D",
+    "G_ema",
+    "G_init",
+    "opt_g",
+    "opt_d",
+    "scalers",
+    "rng",
+    "fixed_z",
+    "history",
+    "best",
+    "augment_p",
+    "diagnosis",
+    "stopped_by",
+    "precision",
+]
 FP32 = Decision(amp=False, channels_last=False, dtype="float32", how="forced", machine="test")
 
 
@@ -64,8 +82,11 @@ def test_a_state_restored_from_its_checkpoint_continues_it():
 
 def test_a_checkpoint_of_another_run_is_refused():
     saved = _state().to_checkpoint()
-    with pytest.raises(ConfigError, match=r"^Cannot resume: the checkpoint's run differs \(model section; "
-                                          r"train\.seed 0 → 1\); set train\.resume: false to start fresh\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^Cannot resume: the checkpoint's run differs \(model section; "
+        r"train\.seed 0 → 1\); set train\.resume: false to start fresh\.$",
+    ):
         _state(tiny_config(model={"g_width": 16}, train={"seed": 1}), resume=saved)
 
 

@@ -63,7 +63,9 @@ def test_self_attention_starts_as_identity_and_learns_gamma():
 
 @pytest.mark.parametrize("resolution, expected", [(32, 8), (64, 16), (128, 32)])
 def test_attention_sits_at_the_configured_feature_size(resolution, expected):
-    cfg = GANConfig.from_dict({"model": {"name": "sagan", "g_width": 4, "d_width": 4}, "data": {"resolution": resolution}})
+    cfg = GANConfig.from_dict(
+        {"model": {"name": "sagan", "g_width": 4, "d_width": 4}, "data": {"resolution": resolution}}
+    )
     assert cfg.attention_res == expected
     G, D = build_models(cfg)
     sides = []
@@ -146,12 +148,14 @@ COMBINATIONS = [
 
 @pytest.mark.parametrize("model, loss, resolution", COMBINATIONS)
 def test_every_combination_trains(model, loss, resolution, datasets, tmp_path):
-    cfg = GANConfig.from_dict({
-        "data": {"resolution": resolution, "channels": 3},
-        "model": {"name": model, "z_dim": 8, "g_width": 4, "d_width": 4},
-        "loss": {"name": loss},
-        "train": {"steps": 3, "batch_size": 2, "n_critic": 1, "log_every": 1, "snapshot_every": 3, "n_fixed": 2},
-    })
+    cfg = GANConfig.from_dict(
+        {
+            "data": {"resolution": resolution, "channels": 3},
+            "model": {"name": model, "z_dim": 8, "g_width": 4, "d_width": 4},
+            "loss": {"name": loss},
+            "train": {"steps": 3, "batch_size": 2, "n_critic": 1, "log_every": 1, "snapshot_every": 3, "n_fixed": 2},
+        }
+    )
     state = fit(cfg, datasets[resolution], work_dir=tmp_path)
     for row in state["history"]:
         assert all(math.isfinite(value) for value in row.values()), row
@@ -167,12 +171,14 @@ def test_every_combination_trains(model, loss, resolution, datasets, tmp_path):
 
 
 def test_n_critic_updates_d_exactly_that_many_times_per_g_update(datasets, tmp_path):
-    cfg = GANConfig.from_dict({
-        "data": {"resolution": 32, "channels": 3},
-        "model": {"name": "dcgan", "z_dim": 8, "g_width": 4, "d_width": 4},
-        "loss": {"name": "wgan-gp"},
-        "train": {"steps": 3, "batch_size": 2, "log_every": 1, "snapshot_every": 3, "n_fixed": 2},
-    })
+    cfg = GANConfig.from_dict(
+        {
+            "data": {"resolution": 32, "channels": 3},
+            "model": {"name": "dcgan", "z_dim": 8, "g_width": 4, "d_width": 4},
+            "loss": {"name": "wgan-gp"},
+            "train": {"steps": 3, "batch_size": 2, "log_every": 1, "snapshot_every": 3, "n_fixed": 2},
+        }
+    )
     assert cfg.n_critic == 5 and cfg.d_norm == "none"  # the WGAN-GP defaults
     state = fit(cfg, datasets[32], work_dir=tmp_path)
     d_steps = {int(s["step"].item()) for s in state["opt_d"]["state"].values()}
@@ -185,13 +191,22 @@ def test_n_critic_updates_d_exactly_that_many_times_per_g_update(datasets, tmp_p
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_mixed_precision_and_channels_last_train_on_cuda(datasets, tmp_path):
-    cfg = GANConfig.from_dict({
-        "data": {"resolution": 64, "channels": 3},
-        "model": {"name": "sagan", "z_dim": 16, "g_width": 8, "d_width": 8},
-        "loss": {"name": "wgan-gp"},
-        "train": {"steps": 4, "batch_size": 4, "log_every": 1, "snapshot_every": 4, "n_fixed": 2,
-                  "amp": True, "channels_last": True},
-    })
+    cfg = GANConfig.from_dict(
+        {
+            "data": {"resolution": 64, "channels": 3},
+            "model": {"name": "sagan", "z_dim": 16, "g_width": 8, "d_width": 8},
+            "loss": {"name": "wgan-gp"},
+            "train": {
+                "steps": 4,
+                "batch_size": 4,
+                "log_every": 1,
+                "snapshot_every": 4,
+                "n_fixed": 2,
+                "amp": True,
+                "channels_last": True,
+            },
+        }
+    )
     state = fit(cfg, datasets[64], work_dir=tmp_path, device="cuda")
     assert all(math.isfinite(v) for row in state["history"] for v in row.values())
     assert state["scalers"]["d"]["scale"] > 0 and state["scalers"]["g"]["scale"] > 0

@@ -97,8 +97,9 @@ def _most_confident(boxes: np.ndarray, probs: np.ndarray, min_prob: float) -> tu
     return boxes[best], float(probs[best])
 
 
-def crop_faces(images: list[np.ndarray], min_prob: float = 0.9, margin: float = 0.2,
-               device: Optional[str] = None) -> list[np.ndarray | Rejected]:
+def crop_faces(
+    images: list[np.ndarray], min_prob: float = 0.9, margin: float = 0.2, device: Optional[str] = None
+) -> list[np.ndarray | Rejected]:
     """Per image, a square crop around its most confident face widened by ``margin``, or ``Rejected``.
 
     Detection runs as one batched call per image size. Images under ``MIN_FACE_SIZE`` are "too small".

@@ -143,8 +143,12 @@ def folder(cfg) -> Iterator[RawImage]:
     if not root.is_dir():
         raise SourceError(f"data.path={cfg.path!r} is not a folder; use data.source: zip for archives.")
     paths = sorted(
-        (os.path.join(directory, name) for directory, _, names in os.walk(root) for name in names
-         if name.lower().endswith(IMAGE_SUFFIXES)),
+        (
+            os.path.join(directory, name)
+            for directory, _, names in os.walk(root)
+            for name in names
+            if name.lower().endswith(IMAGE_SUFFIXES)
+        ),
         key=lambda p: os.fsencode(os.path.relpath(p, root)),
     )
     if not paths:
@@ -184,7 +188,11 @@ def zip_archive(cfg) -> Iterator[RawImage]:
 
 _TORCHVISION = {
     # name: (class name, constructor arguments besides root and download, what to put where)
-    "celeba": ("CelebA", {"split": "all", "target_type": "identity"}, "celeba/img_align_celeba.zip and its list_*.txt files"),
+    "celeba": (
+        "CelebA",
+        {"split": "all", "target_type": "identity"},
+        "celeba/img_align_celeba.zip and its list_*.txt files",
+    ),
     "mnist": ("MNIST", {"train": True}, "MNIST/raw/*-ubyte.gz"),
     "cifar10": ("CIFAR10", {"train": True}, "cifar-10-python.tar.gz"),
     "svhn": ("SVHN", {"split": "train"}, "train_32x32.mat"),
@@ -209,9 +217,13 @@ def _torchvision_source(name: str):
         count = len(dataset) if cfg.limit is None else min(cfg.limit, len(dataset))
         for index in range(count):
             image, _ = dataset[index]
-            yield RawImage(f"{name}/{index:06d}", np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
+            yield RawImage(
+                f"{name}/{index:06d}", np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+            )
 
-    source.__doc__ = f"torchvision's {class_name} under data.path (default data/raw/{name}); downloads only with data.download."
+    source.__doc__ = (
+        f"torchvision's {class_name} under data.path (default data/raw/{name}); downloads only with data.download."
+    )
     return source
 
 

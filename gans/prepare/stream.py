@@ -178,7 +178,9 @@ def iter_outcomes(cfg, workers: int = 1, progress: bool = True, pool=None) -> It
             own_pool.terminate()
 
 
-def prepare_images(cfg, progress: bool = True, workers: int = 1) -> tuple[np.ndarray, dict[str, int], list[dict[str, str]]]:
+def prepare_images(
+    cfg, progress: bool = True, workers: int = 1
+) -> tuple[np.ndarray, dict[str, int], list[dict[str, str]]]:
     """Prepare ``cfg``'s images in memory (small sets; the prepare stage streams to disk instead).
 
     Returns uint8 images [N, C, R, R], counts per outcome ("kept" or the reason an image was skipped:
@@ -188,7 +190,9 @@ def prepare_images(cfg, progress: bool = True, workers: int = 1) -> tuple[np.nda
     tally = Tally()
     kept = [outcome.image for outcome in iter_outcomes(cfg, workers, progress) if tally.add(outcome)]
     if not kept:
-        raise DatasetError(f"Source {cfg.source!r} with crop {cfg.crop!r} kept no images ({tally.counts}); nothing to train on.")
+        raise DatasetError(
+            f"Source {cfg.source!r} with crop {cfg.crop!r} kept no images ({tally.counts}); nothing to train on."
+        )
     return np.stack(kept), tally.counts, tally.rejected
 
 
@@ -205,7 +209,9 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return header
 
 
-def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome], manifest: dict[str, Any]) -> dict[str, Any]:
+def write_prepared_stream(
+    out_dir: str | os.PathLike, outcomes: Iterable[Outcome], manifest: dict[str, Any]
+) -> dict[str, Any]:
     """Stream outcomes to ``out_dir`` without holding the images in memory; return the completed manifest.
 
     Kept images are appended to ``images.npy`` behind a reserved header, written once the count is known.
@@ -231,8 +237,14 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
                 raise DatasetError(f"No image was kept ({counts}); nothing to train on.")
             images.seek(0)
             images.write(_npy_header((counts["kept"], *shape)))
-        manifest = {**manifest, "count": counts["kept"], "counts": counts, "shape": list(shape),
-                    "content_sha256": digest.hexdigest(), "rejected": tally.rejected}
+        manifest = {
+            **manifest,
+            "count": counts["kept"],
+            "counts": counts,
+            "shape": list(shape),
+            "content_sha256": digest.hexdigest(),
+            "rejected": tally.rejected,
+        }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         from gans.plots import save_grid, save_labelled_rows
 
@@ -240,5 +252,3 @@ def write_prepared_stream(out_dir: str | os.PathLike, outcomes: Iterable[Outcome
         if tally.examples:
             save_labelled_rows(tally.examples, tmp / REJECTED_GRID_FILE)
     return manifest
-
-

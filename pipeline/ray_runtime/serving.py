@@ -50,7 +50,8 @@ class GeneratorServer:
 def build_app(config: ServeConfig) -> serve.Application:
     """The Ray Serve application for ``config``."""
     return GeneratorServer.options(
-        num_replicas=config.num_replicas, max_ongoing_requests=max(64, 4 * config.max_batch_size)).bind(config)
+        num_replicas=config.num_replicas, max_ongoing_requests=max(64, 4 * config.max_batch_size)
+    ).bind(config)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:
@@ -80,8 +81,11 @@ def serve_forever(config: ServeConfig) -> None:
     init_ray(config.address)
     serve.start(http_options={"host": config.host, "port": config.port}, logging_config=QUIET_LOGS)
     serve.run(build_app(config), name=MODEL_NAME, route_prefix="/", blocking=False, logging_config=QUIET_LOGS)
-    print(f"[serve] {config.model_base_path} (policy {config.policy}, backend {config.backend}) "
-          f"on http://{config.host}:{config.port}/ — Ctrl-C stops", flush=True)
+    print(
+        f"[serve] {config.model_base_path} (policy {config.policy}, backend {config.backend}) "
+        f"on http://{config.host}:{config.port}/ — Ctrl-C stops",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     try:
         while True:

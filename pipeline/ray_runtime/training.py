@@ -136,8 +136,11 @@ def train(
         if not resume:
             clear_run(ray_cfg.storage_path)
         ray_cfg = concrete_workers(ray_cfg)
-        print(f"[train] {ray_cfg.num_workers} worker{'s' if ray_cfg.num_workers > 1 else ''} × "
-              f"{'1 GPU' if ray_cfg.use_gpu else f'{ray_cfg.cpus_per_worker:g} CPUs'}", flush=True)
+        print(
+            f"[train] {ray_cfg.num_workers} worker{'s' if ray_cfg.num_workers > 1 else ''} × "
+            f"{'1 GPU' if ray_cfg.use_gpu else f'{ray_cfg.cpus_per_worker:g} CPUs'}",
+            flush=True,
+        )
         try:
             result = make_trainer(train_fn, loop_config, ray_cfg).fit()
         except ray.train.WorkerGroupError as error:

@@ -39,7 +39,9 @@ def trial_name() -> str:
     return f"trial-{ray.tune.get_context().get_trial_id()}"
 
 
-def trial_trainer(train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig) -> TorchTrainer:
+def trial_trainer(
+    train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig
+) -> TorchTrainer:
     """Inside a Tune trial: the TorchTrainer of this trial's Train run, whose rank 0 reports become the trial's results.
 
     The run is named after the trial, so a restored sweep's unfinished trial resumes its own checkpoints
@@ -48,7 +50,9 @@ def trial_trainer(train_fn: Callable[[dict[str, Any]], None], loop_config: dict[
     return make_trainer(train_fn, loop_config, ray_cfg, name=trial_name(), callbacks=[TuneReportCallback()])
 
 
-def fit_trial(train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig) -> dict[str, Any]:
+def fit_trial(
+    train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig
+) -> dict[str, Any]:
     """Inside a Tune trial: run this trial's Train run (``trial_trainer``); returns its last metrics."""
     try:
         result = trial_trainer(train_fn, loop_config, ray_cfg).fit()
@@ -84,15 +88,19 @@ def make_tuner(
         trainable(trial_fn, constants),
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
-            metric=metric, mode=mode, scheduler=scheduler, num_samples=num_samples,
+            metric=metric,
+            mode=mode,
+            scheduler=scheduler,
+            num_samples=num_samples,
             # No reuse_actors: when ASHA stops a trial, its function is still inside TorchTrainer.fit(), which
             # cannot be interrupted; only ending the trial's actor stops its Train run and frees its workers' CPUs.
             reuse_actors=False,
             # Tune ignores max_concurrent_trials when given a generator: the generator limits instead.
             search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent),
         ),
-        run_config=ray.tune.RunConfig(name=name, storage_path=storage_uri(ray_cfg.storage_path), verbose=0,
-                                      callbacks=callbacks),
+        run_config=ray.tune.RunConfig(
+            name=name, storage_path=storage_uri(ray_cfg.storage_path), verbose=0, callbacks=callbacks
+        ),
     )
 
 
@@ -123,8 +131,9 @@ def search_space(sweep: SweepConfig, grid: Sequence[dict[str, Any]]) -> dict[str
 
 def asha(max_steps: int, grace_steps: int, reduction_factor: int) -> ray.tune.schedulers.ASHAScheduler:
     """ASHA on the reported ``step``: rungs at grace_steps × reduction_factor^k steps, up to max_steps."""
-    return ray.tune.schedulers.ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=grace_steps,
-                                             reduction_factor=reduction_factor)
+    return ray.tune.schedulers.ASHAScheduler(
+        time_attr="step", max_t=max_steps, grace_period=grace_steps, reduction_factor=reduction_factor
+    )
 
 
 @dataclass
@@ -161,8 +170,10 @@ class _Progress(ray.tune.Callback):
         return f"{self.label(trial.config['point'])} ({trial.trial_id})"
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        print(f"[sweep] {self._name(trial)}: step {result.get('step')} {self.metric} {result.get(self.metric, math.nan):.2f}",
-              flush=True)
+        print(
+            f"[sweep] {self._name(trial)}: step {result.get('step')} {self.metric} {result.get(self.metric, math.nan):.2f}",
+            flush=True,
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
@@ -170,7 +181,10 @@ class _Progress(ray.tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
-        print(f"[sweep] {self._name(trial)} failed: {_first_line(trial.get_pickled_error() or trial.get_error())}", flush=True)
+        print(
+            f"[sweep] {self._name(trial)} failed: {_first_line(trial.get_pickled_error() or trial.get_error())}",
+            flush=True,
+        )
 
 
 def _first_line(error: Any) -> str:
@@ -213,29 +227,55 @@ def run_sweep(
     callbacks = [progress]
     if resume and ray.tune.Tuner.can_restore(experiment):
         print(f"[sweep] resuming the sweep at {experiment}", flush=True)
-        tuner = ray.tune.Tuner.restore(experiment, trainable(trial_fn, constants), resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+        tuner = ray.tune.Tuner.restore(
+            experiment,
+            trainable(trial_fn, constants),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
     else:
         if resume:
             print(f"[sweep] nothing to resume at {experiment}: starting fresh", flush=True)
         for old in _run_names(ray_cfg.storage_path):
             clear_run(ray_cfg.storage_path, old)
-        tuner = make_tuner(trial_fn, param_space, ray_cfg, metric=metric, mode=mode, max_concurrent=max_concurrent,
-                           scheduler=scheduler, constants=constants, num_samples=num_samples, seed=seed,
-                           callbacks=callbacks, name=TUNE_RUN)
+        tuner = make_tuner(
+            trial_fn,
+            param_space,
+            ray_cfg,
+            metric=metric,
+            mode=mode,
+            max_concurrent=max_concurrent,
+            scheduler=scheduler,
+            constants=constants,
+            num_samples=num_samples,
+            seed=seed,
+            callbacks=callbacks,
+            name=TUNE_RUN,
+        )
     grid = tuner.fit()
-    expected = num_samples * math.prod(len(v["grid_search"]) for v in param_space.values() if isinstance(v, dict) and "grid_search" in v)
+    expected = num_samples * math.prod(
+        len(v["grid_search"]) for v in param_space.values() if isinstance(v, dict) and "grid_search" in v
+    )
     if grid.num_terminated + grid.num_errors < expected:  # Ctrl-C: some trials never started or never ended
-        raise SweepInterrupted(f"The sweep stopped before all {expected} trials ended; set sweep.resume: true "
-                               "to continue it (ended trials are not rerun).")
+        raise SweepInterrupted(
+            f"The sweep stopped before all {expected} trials ended; set sweep.resume: true "
+            "to continue it (ended trials are not rerun)."
+        )
     outcomes = []
     for result in grid:
         frame = result.metrics_dataframe
         reports = [] if frame is None else frame.to_dict("records")
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        outcomes.append(TrialOutcome(trial_id, dict(result.config["point"]), reports,
-                                     None if result.error is None else _first_line(result.error),
-                                     progress.walls.get(trial_id)))
+        outcomes.append(
+            TrialOutcome(
+                trial_id,
+                dict(result.config["point"]),
+                reports,
+                None if result.error is None else _first_line(result.error),
+                progress.walls.get(trial_id),
+            )
+        )
     return outcomes
 
 
@@ -245,8 +285,12 @@ def _run_names(storage_path: str) -> list[str]:
 
     filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_uri(storage_path))
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    return [Path(info.path).name for info in infos
-            if info.type == pyarrow.fs.FileType.Directory and (Path(info.path).name == TUNE_RUN or Path(info.path).name.startswith("trial-"))]
+    return [
+        Path(info.path).name
+        for info in infos
+        if info.type == pyarrow.fs.FileType.Directory
+        and (Path(info.path).name == TUNE_RUN or Path(info.path).name.startswith("trial-"))
+    ]
 
 
 def cluster_capacity() -> dict[str, float]:

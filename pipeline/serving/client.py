@@ -31,7 +31,9 @@ class ClientError(Exception):
 class Client:
     """Thin HTTP client of one server; ``version=None`` asks for the server's default (newest) version."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", version: Optional[int] = None, timeout_s: float = 60) -> None:
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", version: Optional[int] = None, timeout_s: float = 60
+    ) -> None:
         self.url, self.version, self.timeout_s = url.rstrip("/"), version, timeout_s
 
     def _model_url(self, versioned: bool = True) -> str:
@@ -51,8 +53,10 @@ class Client:
                 message = error.reason
             raise ClientError(f"The server answered {error.code}: {message}") from None
         except (urllib.error.URLError, OSError) as error:
-            raise ClientError(f"Cannot reach the model server at {self.url} ({getattr(error, 'reason', error)}); "
-                              "start it with `python -m pipeline.serving.serve`.") from None
+            raise ClientError(
+                f"Cannot reach the model server at {self.url} ({getattr(error, 'reason', error)}); "
+                "start it with `python -m pipeline.serving.serve`."
+            ) from None
 
     def versions(self) -> list[dict[str, Any]]:
         """TF Serving's ``model_version_status`` rows."""
@@ -61,7 +65,9 @@ class Client:
     def metadata(self) -> dict[str, Any]:
         return json.loads(self._call(self._model_url() + "/metadata"))
 
-    def predict(self, *, z: Optional[np.ndarray] = None, seed: Optional[int] = None, n: int = 1) -> tuple[np.ndarray, str]:
+    def predict(
+        self, *, z: Optional[np.ndarray] = None, seed: Optional[int] = None, n: int = 1
+    ) -> tuple[np.ndarray, str]:
         """(images float32 [N, C, R, R] in [-1, 1], the version that made them) for latents ``z`` or a seed."""
         body = {"instances": np.asarray(z, np.float32).tolist()} if z is not None else {"seed": seed, "n": n}
         answer = json.loads(self._call(self._model_url() + ":predict", body))

@@ -56,4 +56,3 @@ class ServeConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"serve backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}.")
         object.__setattr__(self, "versions", tuple(int(v) for v in self.versions))
-

@@ -81,8 +81,9 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
 
 @api.exception_handler(RequestValidationError)
 async def _invalid_query(request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
-                         for e in error.errors())
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in error.errors()
+    )
     return _error(400, _sentence(f"Invalid request ({problems})"))
 
 
@@ -147,9 +148,14 @@ class GeneratorService:
     def process(self) -> dict[str, Any]:
         import psutil
 
-        return {"pid": os.getpid(), "rss_bytes": psutil.Process().memory_info().rss, "swaps": self.store.swaps,
-                "backend": self.config.backend, "policy": self.config.policy,
-                "uptime_s": round(time.time() - self.started, 1)}
+        return {
+            "pid": os.getpid(),
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "swaps": self.store.swaps,
+            "backend": self.config.backend,
+            "policy": self.config.policy,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
 
     def status(self, model: str, version: Optional[str] = None) -> dict[str, Any]:
         if version is None:
@@ -160,8 +166,10 @@ class GeneratorService:
 
     def metadata(self, model: str, version: Optional[str]) -> dict[str, Any]:
         served = self.served(model, version)
-        return {"model_spec": {"name": MODEL_NAME, "version": str(served.version)},
-                "metadata": {"signature": dict(served.signature)}}
+        return {
+            "model_spec": {"name": MODEL_NAME, "version": str(served.version)},
+            "metadata": {"signature": dict(served.signature)},
+        }
 
     async def predict(self, model: str, version: Optional[str], request: Request) -> Response:
         served = self.served(model, version)
@@ -169,8 +177,9 @@ class GeneratorService:
         images = await self.generate(served, z)
         # orjson writes the float32 array directly (shortest round-trip digits), faster than json over tolist()
         # (docs/benchmarks.md); a dict returned to FastAPI would also walk every float through jsonable_encoder.
-        body = orjson.dumps({"predictions": images, "model_version": str(served.version)},
-                            option=orjson.OPT_SERIALIZE_NUMPY)
+        body = orjson.dumps(
+            {"predictions": images, "model_version": str(served.version)}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
         return Response(body, media_type="application/json")
 
     async def grid(self, model: str, version: Optional[str], seed: int, n: int) -> Response:
@@ -266,6 +275,7 @@ async def interpolation(model: str, seed_a: int = SEED_A, seed_b: int = SEED_B, 
 
 
 @api.get("/v1/models/{model}/versions/{version}/interpolation.png")
-async def version_interpolation(model: str, version: str, seed_a: int = SEED_A, seed_b: int = SEED_B,
-                                steps: int = STEPS) -> Response:
+async def version_interpolation(
+    model: str, version: str, seed_a: int = SEED_A, seed_b: int = SEED_B, steps: int = STEPS
+) -> Response:
     return await current().interpolation(model, version, seed_a, seed_b, steps)

@@ -80,8 +80,14 @@ def wanted_versions(available: list[int], policy: str, specific: tuple[int, ...]
 class ModelStore:
     """The served versions of the generators under ``base``, kept current by ``refresh()``."""
 
-    def __init__(self, base: str | Path, policy: str = "latest", specific: tuple[int, ...] = (),
-                 backend: str = "onnx", threads: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        base: str | Path,
+        policy: str = "latest",
+        specific: tuple[int, ...] = (),
+        backend: str = "onnx",
+        threads: Optional[int] = None,
+    ) -> None:
         if policy not in POLICIES:
             raise UserError(f"Unknown version policy {policy!r}; choose one of {', '.join(POLICIES)}.")
         if policy == "specific" and not specific:
@@ -115,10 +121,15 @@ class ModelStore:
 
     def status(self) -> list[dict[str, Any]]:
         """TF Serving's ``model_version_status``: each served version AVAILABLE, each failed load with its error."""
-        rows = [{"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-                for v in sorted(self._served, reverse=True)]
-        rows += [{"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": why}}
-                 for v, (_, why) in sorted(self._failed.items(), reverse=True) if v not in self._served]
+        rows = [
+            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in sorted(self._served, reverse=True)
+        ]
+        rows += [
+            {"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": why}}
+            for v, (_, why) in sorted(self._failed.items(), reverse=True)
+            if v not in self._served
+        ]
         return rows
 
     # Loading (the watcher thread).

@@ -27,7 +27,9 @@ def parse_args(argv: Optional[list[str]] = None) -> ServeConfig:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base-path", default=defaults.model_base_path)
     parser.add_argument("--policy", choices=POLICIES, default=defaults.policy)
-    parser.add_argument("--versions", type=int, nargs="*", default=list(defaults.versions), help="for --policy specific")
+    parser.add_argument(
+        "--versions", type=int, nargs="*", default=list(defaults.versions), help="for --policy specific"
+    )
     parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--host", default=defaults.host)

@@ -81,4 +81,3 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise BadRequest(400, f"The body is not valid JSON ({error}).") from None
     except RecursionError:
         raise BadRequest(400, "The body nests JSON arrays or objects too deeply.") from None
-

@@ -43,17 +43,29 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.latent", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="train checkpoint (default: paths.train of params.yaml)")
-    source.add_argument("--model", type=Path, help=f"exported generator: models/generator/<version>/ or its {TORCHSCRIPT_FILE}")
+    source.add_argument(
+        "--model", type=Path, help=f"exported generator: models/generator/<version>/ or its {TORCHSCRIPT_FILE}"
+    )
     parser.add_argument("--weights", default="G_ema", choices=checkpoint.GENERATOR_WEIGHTS, help="checkpoint generator")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="output folder")
     parser.add_argument("--rows", type=int, default=4, help="interpolations (grid rows)")
     parser.add_argument("--steps", type=int, default=8, help="images per interpolation, both ends included")
     parser.add_argument("--seed", type=int, default=0, help="seed of the interpolations' end latents")
-    parser.add_argument("--train-seed", type=int, default=TrainConfig.seed,
-                        help="with --model: train.seed, from which the fixed latents are redrawn")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=TrainConfig.seed,
+        help="with --model: train.seed, from which the fixed latents are redrawn",
+    )
     for group, default in zip(GROUPS, ((0, 1, 2), (3, 4, 5), (6, 7, 8))):
-        parser.add_argument(f"--{group}", type=int, nargs="*", default=list(default), metavar="INDEX",
-                            help=f"group {group.upper()}: indices into the fixed latents")
+        parser.add_argument(
+            f"--{group}",
+            type=int,
+            nargs="*",
+            default=list(default),
+            metavar="INDEX",
+            help=f"group {group.upper()}: indices into the fixed latents",
+        )
     return parser.parse_args(argv)
 
 
@@ -62,9 +74,13 @@ def load_source(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor], torc
     if args.model is not None:
         directory = args.model.parent if args.model.suffix == ".pt" else args.model
         if not (directory / TORCHSCRIPT_FILE).is_file():
-            raise UserError(f"No exported generator at {args.model}; pass models/generator/<version>/ after the export stage.")
+            raise UserError(
+                f"No exported generator at {args.model}; pass models/generator/<version>/ after the export stage."
+            )
         model, signature = load_exported(directory)
-        fixed_z = torch.randn(TrainConfig.n_fixed, signature["z_dim"], generator=torch.Generator().manual_seed(args.train_seed))
+        fixed_z = torch.randn(
+            TrainConfig.n_fixed, signature["z_dim"], generator=torch.Generator().manual_seed(args.train_seed)
+        )
         return model, fixed_z, f"{directory} (fixed latents from train seed {args.train_seed})"
     path = args.checkpoint or Path(load_params().paths.train) / checkpoint.FILENAME
     state = checkpoint.load(path)
@@ -95,9 +111,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
         rows = arithmetic.rows(generator(arithmetic.tiles()))
         titles = [""] * (arithmetic.columns - 1) + ["mean"]
         written.append(save_labelled_grid(rows, args.out / ARITHMETIC_FILE, column_titles=titles))
-    print(f"[latent] generator {described}: {args.rows} × {args.steps} interpolations from seed {args.seed}, "
-          f"A {list(arithmetic.indices['a'])} − B {list(arithmetic.indices['b'])} + C {list(arithmetic.indices['c'])} "
-          f"of {len(fixed_z)} fixed latents", flush=True)
+    print(
+        f"[latent] generator {described}: {args.rows} × {args.steps} interpolations from seed {args.seed}, "
+        f"A {list(arithmetic.indices['a'])} − B {list(arithmetic.indices['b'])} + C {list(arithmetic.indices['c'])} "
+        f"of {len(fixed_z)} fixed latents",
+        flush=True,
+    )
     for path in written:
         print(f"[latent] wrote {path}", flush=True)
     return written

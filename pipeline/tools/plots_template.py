@@ -56,12 +56,19 @@ class Library:
 
 # Load order matters: vega-lite needs the global `vega`, vega-embed needs both.
 LIBRARIES = (
-    Library("vega", "5.20.2", "build/vega.min.js",
-            "4794d0169cb1f3ebad8117fe98ba5bd652dd725905ec0384e832391dbccb03be"),
-    Library("vega-lite", "5.2.0", "build/vega-lite.min.js",
-            "d73157451b3978015ab31dacd55ff90d986ab8663fc0abed50f97b3cd90002cb"),
-    Library("vega-embed", "6.18.2", "build/vega-embed.min.js",
-            "1ba9826431ddc9805e815ad92acc811c819f2bfd32bda2a128b8c4b5070fab5e"),
+    Library("vega", "5.20.2", "build/vega.min.js", "4794d0169cb1f3ebad8117fe98ba5bd652dd725905ec0384e832391dbccb03be"),
+    Library(
+        "vega-lite",
+        "5.2.0",
+        "build/vega-lite.min.js",
+        "d73157451b3978015ab31dacd55ff90d986ab8663fc0abed50f97b3cd90002cb",
+    ),
+    Library(
+        "vega-embed",
+        "6.18.2",
+        "build/vega-embed.min.js",
+        "1ba9826431ddc9805e815ad92acc811c819f2bfd32bda2a128b8c4b5070fab5e",
+    ),
 )
 
 # dvc-render's PAGE_HTML without `{scripts}`: that placeholder is where it puts the CDN <script src> tags
@@ -129,8 +136,13 @@ def fetch(library: Library, cache: Path) -> tuple[str, str]:
     if not tarball.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         try:
-            subprocess.run(["npm", "pack", library.spec, "--pack-destination", str(cache)],
-                           check=True, capture_output=True, text=True, timeout=300)
+            subprocess.run(
+                ["npm", "pack", library.spec, "--pack-destination", str(cache)],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
         except FileNotFoundError:
             raise SystemExit("npm is needed to fetch the Vega packages (apt-get install npm).") from None
         except subprocess.CalledProcessError as error:
@@ -139,8 +151,10 @@ def fetch(library: Library, cache: Path) -> tuple[str, str]:
         js = archive.extractfile(f"package/{library.build}").read().decode("utf-8")
         licence = archive.extractfile("package/LICENSE").read().decode("utf-8")
     if sha256(js) != library.sha256:
-        raise SystemExit(f"{library.spec}: {library.build} in {tarball} has SHA-256 {sha256(js)}, "
-                         f"not the pinned {library.sha256}; delete the tarball to fetch it again.")
+        raise SystemExit(
+            f"{library.spec}: {library.build} in {tarball} has SHA-256 {sha256(js)}, "
+            f"not the pinned {library.sha256}; delete the tarball to fetch it again."
+        )
     return licence, js
 
 
@@ -156,19 +170,29 @@ def configured_template(dvc_dir: Path = DVC_DIR) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "gan-pipeline" / "npm",
-                        help="where the npm tarballs are kept (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="the template to write (default: plots.html_template from .dvc/config)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when the template differs from what would be written")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "gan-pipeline" / "npm",
+        help="where the npm tarballs are kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the template to write (default: plots.html_template from .dvc/config)"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 when the template differs from what would be written",
+    )
     args = parser.parse_args(argv)
 
     out = args.out or configured_template()
     page = render({library.spec: fetch(library, args.cache) for library in LIBRARIES})
     if args.check:
         current = out.read_text(encoding="utf-8") if out.is_file() else None
-        print(f"{out}: {'up to date' if current == page else 'out of date; run python -m pipeline.tools.plots_template'}")
+        print(
+            f"{out}: {'up to date' if current == page else 'out of date; run python -m pipeline.tools.plots_template'}"
+        )
         return 0 if current == page else 1
     with atomic_file(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
