@@ -13,6 +13,8 @@ from gans import checkpoint, dist
 from tests.helpers import free_port
 from tests.test_ray_train import stage_params
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 RAY = str(Path(sys.executable).parent / "ray")
 
 

@@ -20,6 +20,8 @@ import yaml
 from gans import checkpoint
 from tests.helpers import BIN, REPO, TINY, copy_ignore, free_port, run_command, set_params, tool_env
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 # Tiny and quick: no sweep, 20 steps of 2 DDP workers (one per node), two FID draws.
 JOB_OVERRIDES = ["-S", "sweep.enabled=false", "-S", "train.steps=20", "-S", "eval.fid_draws=2"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import psutil
+import pytest
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 from gans import checkpoint, dist
@@ -30,6 +31,8 @@ from pipeline import train as train_stage
 from pipeline.ray_runtime.cluster import RUN_NAME
 from tests.test_ray_train import stage_params
 from tests.test_sweep import _faces, _sweep_params, _table
+
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
 WAIT_S = 240
 """Longest wait for a kill point (the run then fails the test instead of hanging it)."""

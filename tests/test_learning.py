@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from gans.config import LossConfig
@@ -10,6 +11,8 @@ from gans.ema import make_ema, update_ema
 from gans.losses import build_loss
 from gans.models.mlp import MLPDiscriminator, MLPGenerator
 from gans.step import discriminator_step, generate, generator_step
+
+pytestmark = pytest.mark.slow  # hundreds of training steps: `make test-fast` leaves it out
 
 MODES = 8
 RADIUS, STD = 0.7, 0.03

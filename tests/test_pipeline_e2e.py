@@ -13,6 +13,8 @@ from PIL import Image
 from gans.export import load_exported
 from tests.helpers import REPO, TINY, command_output, copy_ignore, run_command, set_params, tool_env
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):

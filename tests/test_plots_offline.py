@@ -21,6 +21,8 @@ from PIL import Image
 
 from pipeline.tools.plots_template import LIBRARIES, configured_template, inlined, render, sha256
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))
 CDN_SCRIPT = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//""", re.I)

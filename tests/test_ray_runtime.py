@@ -7,6 +7,8 @@ import pytest
 from pipeline.params import RAY_JOB_VARIABLE, RayConfig
 from pipeline.ray_runtime import cluster, training, tuning
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 
 @pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
 def test_clear_run_deletes_only_that_run_wherever_it_is_stored(tmp_path, as_uri):

@@ -12,6 +12,8 @@ from gans.config import ConfigError
 from pipeline.params import Params, PathsConfig, RayConfig
 from tests.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 
 def stage_params(tmp_path, tiny_dataset, storage: str | None = None, workers: int = 2, **sections) -> Params:
     """Params of a tiny 2-worker train stage writing under ``tmp_path`` (``sections`` override the config)."""

@@ -24,6 +24,8 @@ from gans.export import export_generator, load_backend
 from pipeline.serving.validation import seeded_latents
 from tests.helpers import server_process, tiny_generators
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 Z_DIM = 8  # tiny_config's
 
 

@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
 
 def _stage(name, cwd):

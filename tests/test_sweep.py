@@ -26,6 +26,8 @@ from pipeline.params import Params, PathsConfig, RayConfig, SweepConfig, load_pa
 from tests.conftest import lfw_photo
 from tests.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
 REPO = Path(__file__).resolve().parents[1]
 
 
