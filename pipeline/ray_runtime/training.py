@@ -141,15 +141,20 @@ def train(
             f"{'1 GPU' if ray_cfg.use_gpu else f'{ray_cfg.cpus_per_worker:g} CPUs'}",
             flush=True,
         )
-        try:
-            result = make_trainer(train_fn, loop_config, ray_cfg).fit()
-        except ray.train.WorkerGroupError as error:
-            user_error = user_error_of(error)
-            if user_error is None:
-                raise
-            raise user_error from None  # one sentence, without Ray's traceback
+        result = fit_run(make_trainer(train_fn, loop_config, ray_cfg))
         copy_result_file(result, checkpoint_file, target)
     return dict(result.metrics or {})
+
+
+def fit_run(trainer: TorchTrainer) -> ray.train.Result:
+    """``trainer.fit()``; a ``UserError`` a worker raised is raised as it is, one sentence without Ray's traceback."""
+    try:
+        return trainer.fit()
+    except ray.train.WorkerGroupError as error:
+        user_error = user_error_of(error)
+        if user_error is None:
+            raise
+        raise user_error from None
 
 
 def user_error_of(error: ray.train.WorkerGroupError) -> Optional[UserError]:

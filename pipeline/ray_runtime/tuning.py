@@ -25,7 +25,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from gans.errors import UserError
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime.cluster import clear_run, storage_uri
-from pipeline.ray_runtime.training import make_trainer, user_error_of
+from pipeline.ray_runtime.training import fit_run, make_trainer
 
 TUNE_RUN = "tune"
 """Name of the Tune experiment under a sweep's storage (its trials' Train runs sit beside it, ``trial-<id>``)."""
@@ -54,14 +54,7 @@ def fit_trial(
     train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig
 ) -> dict[str, Any]:
     """Inside a Tune trial: run this trial's Train run (``trial_trainer``); returns its last metrics."""
-    try:
-        result = trial_trainer(train_fn, loop_config, ray_cfg).fit()
-    except ray.train.WorkerGroupError as error:
-        user_error = user_error_of(error)
-        if user_error is None:
-            raise
-        raise user_error from None  # one sentence, without Ray's traceback
-    return dict(result.metrics or {})
+    return dict(fit_run(trial_trainer(train_fn, loop_config, ray_cfg)).metrics or {})
 
 
 def make_tuner(
