@@ -4,6 +4,10 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # dvc runs each stage's `python -m ...` from PATH: put the venv first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Every stage, Ray worker and Tune trial is a new Python process that imports torch, torchvision and Ray.
+# Python caches their compiled bytecode on first import; with PYTHONDONTWRITEBYTECODE set it would compile
+# them again in each process (about 6 s more per process on 2 cores: docs/benchmarks.md).
+unexport PYTHONDONTWRITEBYTECODE
 TORCH  := torch==2.14.1 torchvision==0.29.1
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
