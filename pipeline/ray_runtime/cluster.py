@@ -73,7 +73,14 @@ def init_ray(address: Optional[str], num_cpus: Optional[int] = None, dashboard: 
 
 @contextlib.contextmanager
 def ray_session(ray_cfg: RayConfig, dashboard: bool = False) -> Iterator[None]:
-    """Ray for one stage: the cluster (``RayConfig.cluster_address``), or a local instance big enough for the workers."""
+    """Ray for one stage: the cluster (``RayConfig.cluster_address``), or a local instance big enough for the workers.
+
+    Ray started here is shut down at the end; a Ray this process already runs (a notebook's, or one shared by
+    several runs) is used as it is and left running.
+    """
+    if ray.is_initialized():
+        yield
+        return
     wanted = 0 if ray_cfg.num_workers == AUTO_WORKERS else math.ceil(ray_cfg.num_workers * ray_cfg.cpus_per_worker)
     num_cpus = max(os.cpu_count() or 1, wanted)
     init_ray(ray_cfg.cluster_address, num_cpus, dashboard)  # num_cpus sizes a local instance; a cluster has its own
