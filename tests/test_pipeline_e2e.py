@@ -74,7 +74,7 @@ def test_repro_produces_every_stage_output(repo):
     # The sweep's winner was trained, and the exported signature names it, with the exported weights' FID.
     winner = yaml.safe_load((root / "sweep/best.yaml").read_text())
     sweep = json.loads((root / "metrics/sweep.json").read_text())
-    assert sweep["trials"] == 4 and winner["trial"]["number"] == sweep["best"]["number"]
+    assert sweep["trials"] == 2 and winner["trial"]["number"] == sweep["best"]["number"]
     assert f"[train] from the sweep winner (sweep/best.yaml): loss.name={winner['loss']['name']}" in log
     assert signature["sweep_trial"] == winner["trial"] and signature["loss"] == winner["loss"]["name"]
     assert signature["ttur_ratio"] == pytest.approx(winner["trial"]["ttur_ratio"])
