@@ -31,7 +31,7 @@ from pipeline.params import Params, load_params
 from pipeline.ray_runtime import training as ray_training
 from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.cluster import clear_run, ray_session
-from pipeline.sweep_trial import train_worker
+from pipeline.worker import train_func_per_worker
 
 OUT = Path("bench/out/sweep")
 
@@ -78,7 +78,7 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
         plain_cfg = dataclasses.replace(ray_cfg, storage_path=ray_cfg.storage_path + "-plain")
         clear_run(plain_cfg.storage_path, name)  # Ray would restore an earlier bench's finished run
         started = time.perf_counter()
-        ray_training.make_trainer(train_worker, loop_config, plain_cfg, name=name).fit()
+        ray_training.make_trainer(train_func_per_worker, loop_config, plain_cfg, name=name).fit()
         return time.perf_counter() - started
 
     def tune_run(point: dict) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """Stage ``sweep``: Ray Tune searches TTUR ratios × losses (× models); the winner's settings go to ``train``.
 
-Each trial is a short Ray Train run (``sweep.steps``, ``sweep.workers_per_trial`` DDP workers) that scores
+Each trial is a short training run (``sweep.steps``; in the trial's own process, or a Ray Train run of
+``sweep.workers_per_trial`` DDP workers when that is above 1) that scores
 its EMA generator's FID every ``sweep.fid_every`` steps (fast extractor, ``train.fid_samples`` images) and
 reports it to Tune; ASHA stops the weak trials at rungs in steps; a trial whose losses turn NaN/inf fails
 and the sweep goes on. Writes:
@@ -144,9 +145,9 @@ def run(params: Params) -> Optional[dict[str, Any]]:
         "reference": str(Path(paths.reference).resolve()),
     }
     started = time.perf_counter()
-    # A local instance gets this machine's CPUs (or one trial's, if more), and the dashboard: stopped trials
-    # free their workers' CPUs only through it (see cluster.init_ray).
-    with ray_session(ray_cfg, dashboard=True):
+    # A local instance gets this machine's CPUs (or one trial's, if more), and, when trials drive Train runs,
+    # the dashboard: stopped trials free their Train workers' CPUs only through it (see cluster.init_ray).
+    with ray_session(ray_cfg, dashboard=not tuning.trains_in_trial(ray_cfg)):
         check_capacity(sweep, ray_cfg, tuning.cluster_capacity())
         outcomes = tuning.run_sweep(
             run_trial,

@@ -1,9 +1,9 @@
-"""One sweep trial as Tune runs it: its config (a point of the search space applied) and its Train run.
+"""One sweep trial as Tune runs it: its config (a point of the search space applied) and its training.
 
-Kept apart from the sweep stage so that a trial's driver process imports only this: not the stage's plots,
-the FID code or DVCLive. Every trial pays its imports in a new actor (Tune's ``reuse_actors`` stays off: an
-ASHA-stopped trial's Train run would keep its CPUs), and torch with Ray Train remain: ``TorchTrainer`` needs
-them. The Train workers import what they run themselves (``train_worker``). Import times: docs/benchmarks.md,
+A trial of one worker trains in its own process; a trial of several drives a Train run of
+``train_func_per_worker``. Kept apart from the sweep stage so that a trial's process
+imports only this, not the stage's plots. Every trial pays its imports in a new actor (Tune's
+``reuse_actors`` stays off: an ASHA-stopped trial would keep its CPUs). Import times: docs/benchmarks.md,
 "Tune's overhead per trial".
 """
 
@@ -18,6 +18,7 @@ from gans.losses import recommended_betas
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO
+from pipeline.worker import train_func_per_worker
 
 
 def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> GANConfig:
@@ -52,19 +53,19 @@ def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> 
     )
 
 
-def train_worker(config: dict[str, Any]) -> None:
-    """``pipeline.worker.train_func_per_worker``, imported on the Train worker that runs it."""
-    from pipeline.worker import train_func_per_worker
-
-    train_func_per_worker(config)
-
-
 def run_trial(
     config: dict[str, Any], *, base: GANConfig, sweep: SweepConfig, ray_cfg: RayConfig, prepared: str, reference: str
 ) -> None:
-    """One Tune trial: the Train run of ``trial_config(config["point"])``; a run stopped by ``train.stop_on`` fails it."""
+    """One Tune trial: ``trial_config(config["point"])`` trained in this process (one worker) or by a Train run
+    (several); a run stopped by ``train.stop_on`` fails the trial."""
     cfg = trial_config(base, sweep, config["point"])
     loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
-    message = stop_message(tuning.fit_trial(train_worker, loop_config, ray_cfg))
+    if tuning.trains_in_trial(ray_cfg):
+        threads = max(1, int(ray_cfg.cpus_per_worker))
+        final = train_func_per_worker({**loop_config, "threads": threads}, view=tuning.TUNE_TRIAL)
+        stopped = ",".join(final["stopped_by"])
+        message = stop_message({"stopped_by": stopped, "step": final["history"][-1]["step"]}) if stopped else None
+    else:
+        message = stop_message(tuning.fit_trial(train_func_per_worker, loop_config, ray_cfg))
     if message:  # a failure mode in train.stop_on (divergence by default) ended the run: the trial fails
         raise TrainingStopped(message)

@@ -1,4 +1,5 @@
-"""What every Ray Train worker runs, for the train stage and for each sweep trial: ``gans.loop.fit``.
+"""What every training process runs: ``gans.loop.fit``, on a Ray Train worker (the train stage, a sweep trial of
+several workers) or in a Tune trial's own process (a sweep trial of one worker).
 
 The loop config (``loop_config`` of ``ray_runtime.training.make_trainer``) holds:
 ``cfg`` (a ``GANConfig``), ``prepared`` (dataset directory), ``reference`` (Inception statistics for the
@@ -24,15 +25,19 @@ FID_SEED = 2027
 """Seed of the in-training FID latents (not eval.seed: the sweep and the train stage use the same draws)."""
 
 
-def train_func_per_worker(config: dict[str, Any]) -> None:
-    """``gans.loop.fit`` on this worker: DVCLive and the in-training FID on rank 0, snapshots reported to Ray."""
+def train_func_per_worker(
+    config: dict[str, Any], view: ray_training.WorkerView = ray_training.TRAIN_WORKER
+) -> dict[str, Any]:
+    """``gans.loop.fit`` on this worker: DVCLive and the in-training FID on rank 0, snapshots reported to Ray.
+
+    ``view`` is how this process sees Ray (a Ray Train worker's by default); returns ``fit``'s final state."""
     cfg: GANConfig = config["cfg"]
     # Match torch's thread pool to the CPUs Ray reserved: oversubscribed cores slow DDP on CPU several-fold.
     torch.set_num_threads(config["threads"])
     dataset = PreparedDataset(config["prepared"])
-    rank = ray_training.worker_rank()
-    device = ray_training.worker_device()
-    with ray_training.restored_checkpoint() as directory:
+    rank = view.rank()
+    device = view.device()
+    with view.restored_checkpoint() as directory:
         resume_state = None if directory is None else checkpoint.load(directory)
     if resume_state is not None and rank == 0:
         print(f"[train] resuming from step {resume_state['step']}", flush=True)
@@ -45,14 +50,14 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         log = LiveLog(config["live_dir"], cfg.train.steps, resume=resume_state is not None)
     try:
         with tempfile.TemporaryDirectory(prefix="gan-snapshots-") as work_dir:
-            fit(
+            return fit(
                 cfg,
                 dataset,
                 work_dir=work_dir,
                 device=device,
                 resume=resume_state,
                 log=log,
-                report=ray_training.report,
+                report=view.report,
                 score=score,
             )
     finally:

@@ -1,11 +1,12 @@
 """Fault tolerance on a real local Ray cluster: a Ray Train worker SIGKILLed mid-run (``ray.max_failures: 1``).
 
 The train stage's run restarts from Ray's latest checkpoint, recomputes less than one snapshot interval and
-ends bit-identical to an uninterrupted run; a sweep whose trial loses its worker retries it and completes.
-The victim is a real worker process, found by PID: in the train stage through a recording wrapper around
-the worker function (each attempt writes its rank, PID and resume step), in the sweep among this test
-process's descendants (``ray::RayTrainWorker``). The kill comes once Ray has registered a snapshot
-(its checkpoint manager's state file under the run's storage names it).
+ends bit-identical to an uninterrupted run; a sweep whose trial loses its process retries it from its
+checkpoint and completes. The victim is a real process, found by PID: in the train stage through a recording
+wrapper around the worker function (each attempt writes its rank, PID and resume step), in the sweep among this
+test process's descendants (``ray::ImplicitFunc``, the trial). The kill comes once Ray has registered a
+snapshot (in the train stage its checkpoint manager's state file under the run's storage names it; in the
+sweep Tune's ``on_checkpoint`` callback does).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gans import checkpoint, dist
 from gans.atomic import atomic_file
 from pipeline import sweep as sweep_stage
 from pipeline import train as train_stage
+from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.cluster import RUN_NAME
 from tests.test_ray_train import stage_params
 from tests.test_sweep import _faces, _sweep_params, _table
@@ -161,20 +163,23 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     assert run_info["replica_fingerprints"] == [dist.fingerprint(straight["G"])] * 2
 
 
-def _train_workers() -> list[psutil.Process]:
-    """This test process's Ray Train worker processes (the Ray instance it started, not any other on the host)."""
-    workers = []
+def _trial_processes() -> list[psutil.Process]:
+    """This test process's Tune trial processes (a one-worker trial trains in its own ``ray::ImplicitFunc`` actor)."""
+    found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if process.cmdline()[:1] and process.cmdline()[0].startswith("ray::RayTrainWorker"):
-                workers.append(process)
+            if process.cmdline()[:1] and process.cmdline()[0].startswith("ray::ImplicitFunc"):
+                found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return workers
+    return found
 
 
-def test_a_sweep_trial_whose_worker_is_killed_retries_and_the_sweep_completes(tmp_path):
-    """2 trials, one at a time; the first trial's worker is SIGKILLed after its first registered snapshot."""
+def test_a_sweep_trial_whose_process_is_killed_retries_from_its_checkpoint_and_the_sweep_completes(
+    tmp_path, monkeypatch, capfd
+):
+    """2 trials, one at a time; the first trial's process is SIGKILLed once Tune has registered its step-20
+    checkpoint: Tune restarts it from there, and the sweep completes."""
     params = _sweep_params(
         tmp_path,
         _faces(tmp_path / "faces"),
@@ -187,29 +192,35 @@ def test_a_sweep_trial_whose_worker_is_killed_retries_and_the_sweep_completes(tm
         max_concurrent=1,
     )
     params = dataclasses.replace(params, ray=dataclasses.replace(params.ray, max_failures=1))
-    trial_runs = Path(params.ray.storage_path) / "sweep"
+    registered: dict[str, int] = {}  # trial id → step of its latest checkpoint Tune registered
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        registered[trial.trial_id] = int(trial.last_result["step"])
+
+    monkeypatch.setattr(tuning._Progress, "on_checkpoint", on_checkpoint, raising=False)
     killed = {}
 
-    def first_trials_worker() -> Optional[int]:
-        registered = [run for run in trial_runs.glob("trial-*") if _registered_step(run) is not None]
-        workers = _train_workers()
-        if not registered or len(workers) != 1:
+    def first_trials_process() -> Optional[int]:
+        processes = _trial_processes()
+        if not registered or len(processes) != 1:
             return None
-        killed.update(trial=registered[0].name.removeprefix("trial-"), at_step=_registered_step(registered[0]))
-        return workers[0].pid
+        killed.update(trial=next(iter(registered)), at_step=next(iter(registered.values())))
+        return processes[0].pid
 
-    with Killer(first_trials_worker) as killer:
+    with Killer(first_trials_process) as killer:
         metrics = sweep_stage.run(params)
     assert killer.victim is not None, "no kill point was found: the sweep ended first"
     assert not psutil.pid_exists(killer.victim)
     assert killed["at_step"] == 20
-    print(f"[killed worker] trial {killed['trial']}: worker pid {killer.victim} killed after its step-20 snapshot")
+    print(f"[killed worker] trial {killed['trial']}: process {killer.victim} killed after its step-20 checkpoint")
 
     rows = {row["trial"]: row for row in _table(params)}
     assert killed["trial"] in rows and len(rows) == 2
-    # With ray.max_failures: 0 the killed trial would have failed; it retried from its checkpoint and finished.
+    # With ray.max_failures: 0 the killed trial would have failed; it retried and finished.
     assert [(row["status"], int(row["steps_run"]), row["error"]) for row in rows.values()] == [
         ("completed", 40, "")
     ] * 2
     assert all(row[f"fid@{step}"] for row in rows.values() for step in (20, 40))
     assert (metrics["completed"], metrics["stopped"], metrics["failed"]) == (2, 0, 0)
+    # It resumed from its checkpoint (Ray forwards the trial's console), not from scratch.
+    assert "[train] resuming from step 20" in capfd.readouterr().out

@@ -56,6 +56,7 @@ def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
             metric="score",
             mode="min",
             max_concurrent=2,
+            in_trial=False,
         )
         grid = tuner.fit()
     assert not grid.errors

@@ -1,8 +1,8 @@
 """Ray Train: the TorchTrainer that runs a per-worker training function, and a worker's view of Ray.
 
 - ``train`` runs a per-worker training function on ``ray.num_workers`` DDP workers (``make_trainer``) and copies
-  the final checkpoint out; inside that function ``worker_rank``, ``worker_device``, ``restored_checkpoint`` and
-  ``report`` are its view of Ray.
+  the final checkpoint out; inside that function ``TRAIN_WORKER`` (``worker_rank``, ``worker_device``,
+  ``restored_checkpoint``, ``report``) is its view of Ray.
 
 The train stage imports this module and not ``tuning`` (Ray Tune, the sweep's), so editing the sweep's Tune
 code does not retrain.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -39,13 +40,10 @@ def worker_device() -> torch.device:
 
 
 @contextlib.contextmanager
-def restored_checkpoint() -> Iterator[Optional[Path]]:
-    """The directory of the checkpoint this worker resumes from, or None for a fresh start.
+def checkpoint_directory(restored: Optional[Any]) -> Iterator[Optional[Path]]:
+    """The local directory of ``restored`` (a Ray Train or Tune checkpoint, or None) for the duration of the block.
 
-    Ray hands one over when it restores a run kept at the same (storage, name), or restarts a failed
-    worker group (``ray.max_failures``); remote checkpoints are downloaded for the duration of the block.
-    """
-    restored = ray.train.get_checkpoint()
+    Remote checkpoints are downloaded first."""
     if restored is None:
         yield None
         return
@@ -53,15 +51,41 @@ def restored_checkpoint() -> Iterator[Optional[Path]]:
         yield Path(directory)
 
 
-def report(metrics: dict[str, float], step: int, ckpt_dir: Optional[Path]) -> None:
-    """``gans.loop.fit``'s ``report`` callback: metrics, and the snapshot directory as a Ray checkpoint.
+def restored_checkpoint() -> contextlib.AbstractContextManager[Optional[Path]]:
+    """The directory of the checkpoint this worker resumes from, or None for a fresh start.
 
-    Each report names the node it came from (``node_id``), so a sweep's results show where its trials ran."""
-    payload = {**metrics, "step": step, "node_id": ray.get_runtime_context().get_node_id()}
-    if ckpt_dir is None:
-        ray.train.report(payload)
-    else:
-        ray.train.report(payload, checkpoint=Checkpoint.from_directory(str(ckpt_dir)))
+    Ray hands one over when it restores a run kept at the same (storage, name), or restarts a failed
+    worker group (``ray.max_failures``).
+    """
+    return checkpoint_directory(ray.train.get_checkpoint())
+
+
+def report_payload(metrics: dict[str, float], step: int) -> dict[str, Any]:
+    """What a report hands to Ray: the metrics, the step, and the node it came from (``node_id``), so a sweep's
+    results show where its trials ran."""
+    return {**metrics, "step": step, "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def report(metrics: dict[str, float], step: int, ckpt_dir: Optional[Path]) -> None:
+    """``gans.loop.fit``'s ``report`` callback: metrics, and the snapshot directory as a Ray checkpoint."""
+    checkpoint = None if ckpt_dir is None else Checkpoint.from_directory(str(ckpt_dir))
+    ray.train.report(report_payload(metrics, step), checkpoint=checkpoint)
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """How a training process sees Ray: its rank, its device, the checkpoint it resumes from, where it reports.
+
+    ``TRAIN_WORKER`` is a Ray Train worker's view; a sweep trial that trains in its own process has Tune's
+    (``tuning.TUNE_TRIAL``)."""
+
+    rank: Callable[[], int]
+    device: Callable[[], torch.device]
+    restored_checkpoint: Callable[[], contextlib.AbstractContextManager[Optional[Path]]]
+    report: Callable[[dict[str, float], int, Optional[Path]], None]
+
+
+TRAIN_WORKER = WorkerView(worker_rank, worker_device, restored_checkpoint, report)
 
 
 def torch_backend(ray_cfg: RayConfig) -> str:

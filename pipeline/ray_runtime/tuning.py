@@ -1,9 +1,10 @@
-"""Ray Tune: sweeps whose trials are Ray Train runs, and the search space they draw from.
+"""Ray Tune: sweeps, their trials, and the search space they draw from.
 
-``run_sweep`` sweeps with Ray Tune (``make_tuner``, over ``search_space``), each trial a Train run of its own
-(``fit_trial``, inside the trial function), stopped early by ASHA (``asha``; ``time_attr="step"``: rungs are
-in steps), and hands back plain ``TrialOutcome`` records, so the stage never touches Ray's result types.
-Only the sweep imports this module; the Train side is ``training``.
+``run_sweep`` sweeps with Ray Tune (``make_tuner``, over ``search_space``), stopped early by ASHA (``asha``;
+``time_attr="step"``: rungs are in steps), and hands back plain ``TrialOutcome`` records, so the stage never
+touches Ray's result types. A trial of one worker trains in the trial's own process (``TUNE_TRIAL`` is its
+view of Ray: Tune's checkpoints, Tune's retries); a trial of several DDP workers drives a Train run of its
+own (``fit_trial``). Only the sweep imports this module; the Train side is ``training``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import ray
 import ray.train
 import ray.tune
 import ray.tune.search
+import torch
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from gans.errors import UserError
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime.cluster import clear_run, storage_uri
-from pipeline.ray_runtime.training import fit_run, make_trainer
+from pipeline.ray_runtime.training import WorkerView, checkpoint_directory, fit_run, make_trainer, report_payload
 
 TUNE_RUN = "tune"
 """Name of the Tune experiment under a sweep's storage (its trials' Train runs sit beside it, ``trial-<id>``)."""
@@ -37,6 +39,29 @@ LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
 def trial_name() -> str:
     """A stable name for the Train run of the current Tune trial (restoring a sweep needs it unchanged)."""
     return f"trial-{ray.tune.get_context().get_trial_id()}"
+
+
+def trial_device() -> torch.device:
+    """The device of a trial that trains in its own process: the GPU Ray assigned it, or the CPU."""
+    return torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+
+
+def trial_report(metrics: dict[str, float], step: int, ckpt_dir: Optional[Path]) -> None:
+    """``gans.loop.fit``'s ``report`` callback in a trial's own process: the trial's result and Tune checkpoint."""
+    checkpoint = None if ckpt_dir is None else ray.tune.Checkpoint.from_directory(str(ckpt_dir))
+    ray.tune.report(report_payload(metrics, step), checkpoint=checkpoint)
+
+
+def _rank_zero() -> int:
+    return 0
+
+
+def _trial_checkpoint():
+    return checkpoint_directory(ray.tune.get_checkpoint())
+
+
+TUNE_TRIAL = WorkerView(_rank_zero, trial_device, _trial_checkpoint, trial_report)
+"""The view of Ray of a trial that trains in its own process: rank 0, Tune's checkpoints and retries."""
 
 
 def trial_trainer(
@@ -57,6 +82,14 @@ def fit_trial(
     return dict(fit_run(trial_trainer(train_fn, loop_config, ray_cfg)).metrics or {})
 
 
+def trains_in_trial(ray_cfg: RayConfig) -> bool:
+    """Whether a trial of ``ray_cfg`` trains in its own process (one worker) or drives a Train run (several).
+
+    One worker needs no Train run: no controller, worker group or placement group to start, so a trial costs
+    a few processes fewer; Tune then keeps its checkpoints and retries it (``ray.max_failures``)."""
+    return ray_cfg.num_workers == 1
+
+
 def make_tuner(
     trial_fn: Callable[..., None],
     param_space: dict[str, Any],
@@ -65,6 +98,7 @@ def make_tuner(
     metric: str,
     mode: str,
     max_concurrent: int,
+    in_trial: bool,
     scheduler: Optional[Any] = None,
     constants: Optional[dict[str, Any]] = None,
     num_samples: int = 1,
@@ -72,40 +106,53 @@ def make_tuner(
     callbacks: Optional[list] = None,
     name: str = "sweep",
 ) -> ray.tune.Tuner:
-    """A Tuner whose trials are ``trial_fn(config, **constants)`` drivers, each building its own TorchTrainer.
+    """A Tuner whose trials are ``trial_fn(config, **constants)``.
 
-    This is Ray 2.60's pattern for Tune over Train V2 (``Tuner(TorchTrainer)`` is rejected): the trial
-    function is the Train driver and needs almost no CPU itself, its workers reserve theirs.
+    With ``in_trial`` each trial trains in its own process and reserves a worker's resources; otherwise each is
+    the driver of its own TorchTrainer (Ray 2.60's pattern for Tune over Train V2: ``Tuner(TorchTrainer)`` is
+    rejected), needs almost no CPU itself, and its workers reserve theirs.
     """
     return ray.tune.Tuner(
-        trainable(trial_fn, constants),
+        trainable(trial_fn, ray_cfg, in_trial, constants),
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
             metric=metric,
             mode=mode,
             scheduler=scheduler,
             num_samples=num_samples,
-            # No reuse_actors: when ASHA stops a trial, its function is still inside TorchTrainer.fit(), which
-            # cannot be interrupted; only ending the trial's actor stops its Train run and frees its workers' CPUs.
+            # No reuse_actors: when ASHA stops a trial, its function is still training (or inside
+            # TorchTrainer.fit()) and cannot be interrupted; only ending the trial's actor frees its CPUs.
             reuse_actors=False,
             # Tune ignores max_concurrent_trials when given a generator: the generator limits instead.
             search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent),
         ),
         run_config=ray.tune.RunConfig(
-            name=name, storage_path=storage_uri(ray_cfg.storage_path), verbose=0, callbacks=callbacks
+            name=name,
+            storage_path=storage_uri(ray_cfg.storage_path),
+            verbose=0,
+            callbacks=callbacks,
+            # A trial that trains itself restarts from its latest Tune checkpoint; a Train run retries on its own.
+            failure_config=ray.tune.FailureConfig(max_failures=ray_cfg.max_failures if in_trial else 0),
+            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),
         ),
     )
 
 
-def trainable(trial_fn: Callable[..., None], constants: Optional[dict[str, Any]] = None):
+def trainable(
+    trial_fn: Callable[..., None], ray_cfg: RayConfig, in_trial: bool, constants: Optional[dict[str, Any]] = None
+):
     """``trial_fn`` as a Tune trainable with its constant arguments in the object store.
 
-    The trial function only drives its Train run, so it reserves no CPU: with even a token CPU, two
-    trials of one 1-CPU worker each would not fit 2 CPUs and the second would starve. (Tune refuses an
-    empty request, hence a few MiB of memory, which every node has.)
+    A trial that trains itself reserves one worker's CPUs (or a GPU). A trial that only drives its Train run
+    reserves no CPU: with even a token CPU, two trials of one 1-CPU worker each would not fit 2 CPUs and the
+    second would starve. (Tune refuses an empty request, hence a few MiB of memory, which every node has.)
     """
     wrapped = ray.tune.with_parameters(trial_fn, **constants) if constants else trial_fn
-    return ray.tune.with_resources(wrapped, ray.tune.PlacementGroupFactory([{"CPU": 0, "memory": 16 * 2**20}]))
+    if in_trial:
+        bundle = {"CPU": ray_cfg.cpus_per_worker, **({"GPU": 1} if ray_cfg.use_gpu else {})}
+    else:
+        bundle = {"CPU": 0, "memory": 16 * 2**20}
+    return ray.tune.with_resources(wrapped, ray.tune.PlacementGroupFactory([bundle]))
 
 
 def search_space(sweep: SweepConfig, grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -151,6 +198,8 @@ class _Progress(ray.tune.Callback):
         self.label, self.metric = label, metric
         self.started: dict[str, float] = {}
         self.walls: dict[str, float] = {}
+        self.results: dict[str, list[dict[str, Any]]] = {}
+        """Every result of every trial seen in this run, in order (its plain values)."""
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started[trial.trial_id] = time.perf_counter()
@@ -163,6 +212,8 @@ class _Progress(ray.tune.Callback):
         return f"{self.label(trial.config['point'])} ({trial.trial_id})"
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        plain = {key: value for key, value in result.items() if isinstance(value, (int, float, str))}
+        self.results.setdefault(trial.trial_id, []).append(plain)
         print(
             f"[sweep] {self._name(trial)}: step {result.get('step')} {self.metric} {result.get(self.metric, math.nan):.2f}",
             flush=True,
@@ -222,7 +273,7 @@ def run_sweep(
         print(f"[sweep] resuming the sweep at {experiment}", flush=True)
         tuner = ray.tune.Tuner.restore(
             experiment,
-            trainable(trial_fn, constants),
+            trainable(trial_fn, ray_cfg, trains_in_trial(ray_cfg), constants),
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,
@@ -239,6 +290,7 @@ def run_sweep(
             metric=metric,
             mode=mode,
             max_concurrent=max_concurrent,
+            in_trial=trains_in_trial(ray_cfg),
             scheduler=scheduler,
             constants=constants,
             num_samples=num_samples,
@@ -258,8 +310,8 @@ def run_sweep(
     outcomes = []
     for result in grid:
         frame = result.metrics_dataframe
-        reports = [] if frame is None else frame.to_dict("records")
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        reports = _merged_reports([] if frame is None else frame.to_dict("records"), progress.results.get(trial_id, []))
         outcomes.append(
             TrialOutcome(
                 trial_id,
@@ -270,6 +322,13 @@ def run_sweep(
             )
         )
     return outcomes
+
+
+def _merged_reports(logged: list[dict[str, Any]], seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's reports in step order: those Tune logged (all of a trial that ended before a resumed sweep)
+    and those seen in this run (Tune's log of a trial it restarted after a failure can lack the first ones)."""
+    by_step = {report.get("step"): report for report in [*logged, *seen]}
+    return [by_step[step] for step in sorted(by_step, key=lambda step: (step is None, step or 0))]
 
 
 def _run_names(storage_path: str) -> list[str]:
