@@ -18,7 +18,7 @@ from gans.losses import recommended_betas
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO
-from pipeline.worker import train_func_per_worker
+from pipeline.worker import fit_with_ray, train_func_per_worker
 
 
 def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> GANConfig:
@@ -62,7 +62,7 @@ def run_trial(
     loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
     if tuning.trains_in_trial(ray_cfg):
         threads = max(1, int(ray_cfg.cpus_per_worker))
-        final = train_func_per_worker({**loop_config, "threads": threads}, view=tuning.TUNE_TRIAL)
+        final = fit_with_ray({**loop_config, "threads": threads}, tuning.TUNE_TRIAL)
         stopped = ",".join(final["stopped_by"])
         message = stop_message({"stopped_by": stopped, "step": final["history"][-1]["step"]}) if stopped else None
     else:

@@ -25,12 +25,15 @@ FID_SEED = 2027
 """Seed of the in-training FID latents (not eval.seed: the sweep and the train stage use the same draws)."""
 
 
-def train_func_per_worker(
-    config: dict[str, Any], view: ray_training.WorkerView = ray_training.TRAIN_WORKER
-) -> dict[str, Any]:
-    """``gans.loop.fit`` on this worker: DVCLive and the in-training FID on rank 0, snapshots reported to Ray.
+def train_func_per_worker(config: dict[str, Any]) -> None:
+    """What a Ray Train worker runs: ``fit_with_ray`` as a Train worker sees Ray (Train takes no return value)."""
+    fit_with_ray(config, ray_training.TRAIN_WORKER)
 
-    ``view`` is how this process sees Ray (a Ray Train worker's by default); returns ``fit``'s final state."""
+
+def fit_with_ray(config: dict[str, Any], view: ray_training.WorkerView) -> dict[str, Any]:
+    """``gans.loop.fit`` in this process: DVCLive and the in-training FID on rank 0, snapshots reported to Ray.
+
+    ``view`` is how this process sees Ray (a Train worker's, or a Tune trial's); returns ``fit``'s final state."""
     cfg: GANConfig = config["cfg"]
     # Match torch's thread pool to the CPUs Ray reserved: oversubscribed cores slow DDP on CPU several-fold.
     torch.set_num_threads(config["threads"])

@@ -201,8 +201,10 @@ def test_a_sweep_trial_whose_process_is_killed_retries_from_its_checkpoint_and_t
     killed = {}
 
     def first_trials_process() -> Optional[int]:
+        if not registered:
+            return None
         processes = _trial_processes()
-        if not registered or len(processes) != 1:
+        if len(processes) != 1:
             return None
         killed.update(trial=next(iter(registered)), at_step=next(iter(registered.values())))
         return processes[0].pid
