@@ -27,6 +27,7 @@ FID_SEED = 2027
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
     """What a Ray Train worker runs: ``fit_with_ray`` as a Train worker sees Ray (Train takes no return value)."""
+    ray_training.quiet_report_logs()
     fit_with_ray(config, ray_training.TRAIN_WORKER)
 
 

@@ -22,8 +22,11 @@ from tests.helpers import BIN, REPO, TINY, copy_ignore, free_port, run_command, 
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
-# Tiny and quick: no sweep, 20 steps of 2 DDP workers (one per node), two FID draws.
-JOB_OVERRIDES = ["-S", "sweep.enabled=false", "-S", "train.steps=20", "-S", "eval.fid_draws=2"]
+# Tiny and quick: no sweep, 20 steps of 2 DDP workers (one per node), two FID draws, no extra BatchNorm pass.
+JOB_OVERRIDES = [
+    *("-S", "sweep.enabled=false", "-S", "train.steps=20", "-S", "eval.fid_draws=2"),
+    *("-S", "eval.training_stats_fid=false"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,13 @@ def _trial(config):
 
 
 def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
-    """Each trial builds a TorchTrainer; rank 0's reports reach Tune, which ranks the trials."""
+    """Trials of several workers (``in_trial=False``) each build a TorchTrainer; rank 0's reports reach Tune,
+    which ranks the trials."""
     ray_cfg = RayConfig(num_workers=1, storage_path=str(tmp_path))
     with cluster.ray_session(ray_cfg):
         tuner = tuning.make_tuner(
             _trial,
-            {"x": __import__("ray").tune.grid_search([2, 1, 3]), "storage": str(tmp_path)},
+            {"x": __import__("ray").tune.grid_search([2, 1]), "storage": str(tmp_path)},
             ray_cfg,
             metric="score",
             mode="min",
@@ -63,10 +64,10 @@ def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
     scores = sorted(
         (result.config["x"], result.metrics["score"], result.metrics["training_iteration"]) for result in grid
     )
-    assert scores == [(1, 1.5, 2), (2, 4.5, 2), (3, 9.5, 2)]  # the last of two reports each
+    assert scores == [(1, 1.5, 2), (2, 4.5, 2)]  # the last of two reports each
     assert grid.get_best_result().config["x"] == 1
     # Each trial's Train run kept its own directory under the storage, named after the trial.
-    assert len(list(tmp_path.glob("trial-*"))) == 3
+    assert len(list(tmp_path.glob("trial-*"))) == 2
 
 
 def test_nothing_outside_ray_runtime_imports_ray():

@@ -11,6 +11,7 @@ code does not retrain.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +28,15 @@ from gans.atomic import atomic_file
 from gans.errors import UserError
 from pipeline.params import RayConfig
 from pipeline.ray_runtime.cluster import RUN_NAME, clear_run, concrete_workers, ray_session, storage_uri
+
+
+def quiet_report_logs() -> None:
+    """In a Train worker: drop Ray Train's INFO line per ``ray.train.report`` ("Reporting training result …", the
+    whole report), logged under a logger named by its module's file path; the stages print their own progress."""
+    with contextlib.suppress(ImportError):
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def worker_rank() -> int:
