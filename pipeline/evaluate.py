@@ -28,6 +28,7 @@ from gans.dist import fingerprint
 from gans.ema import standing_statistics
 from gans.metrics import (
     EXTRACTOR,
+    FID_FORMULA,
     features_of_generator,
     fid,
     kid,
@@ -77,6 +78,7 @@ def initial_score_key(state: dict[str, Any], cfg: EvalConfig, reference_path: st
             "standing": standing_settings(cfg),
             "reference": hashlib.sha256(Path(reference_path).read_bytes()).hexdigest(),
             "extractor": [EXTRACTOR, extractor.decision.to_dict()],
+            "fid": FID_FORMULA,
             "torch": torch.__version__,
         }
     )

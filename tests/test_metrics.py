@@ -112,6 +112,27 @@ def test_fid_is_zero_on_itself_and_large_against_noise(extractor, faces):
     assert kid_noise["kid_mean"] > 10 * abs(kid_self["kid_mean"]) and kid_noise["kid_subset_size"] == 30
 
 
+def _relu_features(rng: np.random.Generator, count: int, mixing: np.ndarray, shift: float) -> torch.Tensor:
+    """``count`` rows of 2048 non-negative features, mostly in a 64-dimensional subspace, as Inception's are."""
+    rows = (rng.normal(size=(count, 64)) + shift) @ mixing * 0.05 + 0.2 + 0.01 * rng.normal(size=(count, 2048))
+    return torch.from_numpy(np.maximum(rows, 0))
+
+
+@pytest.mark.parametrize("n_fake, n_real", [(40, 300), (40, 2100), (2100, 300)])
+def test_fid_is_torch_fidelitys_formula_on_either_side_of_2048_samples(n_fake, n_real):
+    """Generated rows fewer and more than the 2048 features, against a rank-deficient and a full-rank reference."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    rng = np.random.default_rng(n_fake + n_real)
+    mixing = rng.normal(size=(64, 2048))
+    reference = fid_features_to_statistics(_relu_features(rng, n_real, mixing, 0.0))
+    fake = _relu_features(rng, n_fake, mixing, 0.5)
+    expected = fid_statistics_to_metric(reference, fid_features_to_statistics(fake), verbose=False)
+    assert metrics.fid(reference, fake) == pytest.approx(expected["frechet_inception_distance"], rel=1e-5)
+    with pytest.raises(metrics.MetricsError, match="at least 2 generated images"):
+        metrics.fid(reference, fake[:1])
+
+
 def test_generator_features_match_image_features(extractor):
     """Generated samples go through the same uint8 path as real images."""
     generator = torch.nn.Sequential(torch.nn.Linear(4, 32 * 32), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 32, 32)))
