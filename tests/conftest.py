@@ -12,8 +12,8 @@ from PIL import Image
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from gans.data import PreparedDataset, write_prepared  # noqa: E402
-from tests.helpers import tiny_config  # noqa: E402, F401 (defined in tests/helpers.py; kept importable from here)
+from gans.data import PreparedDataset  # noqa: E402
+from tests.helpers import tiny_config, write_tiny_dataset  # noqa: E402, F401 (tiny_config kept importable from here)
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,10 +30,8 @@ def lfw_photo(index: int, size: int = 100) -> Image.Image:
 
 @pytest.fixture
 def tiny_dataset(tmp_path) -> PreparedDataset:
-    """24 random grayscale 32×32 uint8 images on disk."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(24, 1, 32, 32), dtype=np.uint8)
-    return PreparedDataset(write_prepared(tmp_path / "prepared", images, {"count": 24}))
+    """24 random grayscale 32×32 uint8 images on disk (``write_tiny_dataset``)."""
+    return write_tiny_dataset(tmp_path)
 
 
 @pytest.fixture(autouse=True)

@@ -46,6 +46,14 @@ def tiny_config(**sections) -> GANConfig:
     return GANConfig.from_dict(base)
 
 
+def write_tiny_dataset(root: Path):
+    """24 random grayscale 32×32 uint8 images, prepared under ``root``/prepared (the same images every call)."""
+    from gans.data import PreparedDataset, write_prepared
+
+    images = np.random.default_rng(0).integers(0, 256, size=(24, 1, 32, 32), dtype=np.uint8)
+    return PreparedDataset(write_prepared(root / "prepared", images, {"count": 24}))
+
+
 def tiny_generators(work: Path, steps: int, seeds=(0, 1)) -> tuple[list[torch.nn.Module], GANConfig]:
     """Tiny generators trained ``steps`` steps from each of ``seeds`` (different weights) on 16 random 32×32
     images, and their config; ``work`` holds the data and the runs."""

@@ -13,7 +13,7 @@ from gans import checkpoint, dist
 from gans.config import ConfigError
 from pipeline.params import Params, PathsConfig, RayConfig
 from pipeline.ray_runtime.cluster import init_ray
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, write_tiny_dataset
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
@@ -46,61 +46,82 @@ def _run(params: Params) -> dict:
     return checkpoint.load(run(params))
 
 
-@pytest.mark.parametrize("model, loss", [("dcgan", "bce"), ("sagan", "wgan-gp")])
-def test_two_worker_ddp_run_keeps_replicas_identical(tmp_path, tiny_dataset, model, loss):
-    """DDP averages gradients (the WGAN-GP penalty's double backward included), so replicas stay bit-identical."""
+STRAIGHT = {"steps": 8, "batch_size": 8}
+"""The 2-worker DCGAN run that several tests read: 8 steps straight, a global batch of 8 (4 images per worker)."""
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """The ``STRAIGHT`` run on the 24 images of ``tiny_dataset``: its final state, its directory and its config."""
+    root = tmp_path_factory.mktemp("straight")
+    params = stage_params(root, write_tiny_dataset(root), train=STRAIGHT)
+    return _run(params), root, params.gan
+
+
+def _check_replicas(state: dict, root, params_gan) -> None:
+    """Both replicas ended bit-identical, the run took ``params_gan``, and rank 0 logged at every ``log_every``."""
+    run_info = json.loads((root / "train" / "run.json").read_text())
+    fingerprints = run_info["replica_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1] == dist.fingerprint(state["G"])
+    assert state["world_size"] == 2 and state["config"] == params_gan
+    # run.json holds the resolved config, defaults included (not just the keys a params file spelled out).
+    assert run_info["config"] == json.loads(json.dumps(params_gan.to_dict()))
+    assert run_info["config"]["train"]["ema_decay"] == params_gan.train.ema_decay
+    assert run_info["workers"] == 2 and run_info["precision"] == state["precision"]
+    assert any(not (state["G"][k] == state["G_init"][k]).all() for k in state["G"] if state["G"][k].is_floating_point())
+    # Rank 0 logged with DVCLive, each value at its own step.
+    every = params_gan.train.log_every
+    rows = (root / "live" / "plots" / "metrics" / "d_loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows] == ["step", *map(str, range(every, state["step"] + 1, every))]
+
+
+def test_two_worker_ddp_run_keeps_replicas_identical(straight_run):
+    """DDP averages gradients, so replicas stay bit-identical (DCGAN, non-saturating BCE)."""
+    state, root, config = straight_run
+    assert state["step"] == 8 and (config.model.name, config.loss.name) == ("dcgan", "bce")
+    _check_replicas(state, root, config)
+
+
+def test_two_worker_wgan_gp_keeps_replicas_identical(tmp_path, tiny_dataset):
+    """The WGAN-GP penalty's double backward goes through DDP too (SAGAN: spectral norm and attention)."""
     params = stage_params(
         tmp_path,
         tiny_dataset,
-        model={"name": model},
-        loss={"name": loss},
+        model={"name": "sagan"},
+        loss={"name": "wgan-gp"},
         train={"steps": 6, "log_every": 3, "snapshot_every": 3},
     )
     state = _run(params)
-
-    run_info = json.loads((tmp_path / "train" / "run.json").read_text())
-    fingerprints = run_info["replica_fingerprints"]
-    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1] == dist.fingerprint(state["G"])
-    assert state["step"] == 6 and state["world_size"] == 2 and state["config"] == params.gan
-    # run.json holds the resolved config, defaults included (not just the keys a params file spelled out).
-    assert run_info["config"] == json.loads(json.dumps(params.gan.to_dict()))
-    assert run_info["config"]["train"]["ema_decay"] == params.gan.train.ema_decay
-    assert any(not (state["G"][k] == state["G_init"][k]).all() for k in state["G"] if state["G"][k].is_floating_point())
-    # Rank 0 logged every 3 steps with DVCLive, each value at its own step.
-    rows = (tmp_path / "live" / "plots" / "metrics" / "d_loss.tsv").read_text().splitlines()
-    assert [row.split("\t")[0] for row in rows] == ["step", "3", "6"]
+    assert state["step"] == 6
+    _check_replicas(state, tmp_path, params.gan)
 
 
-def test_the_global_batch_is_the_same_on_one_and_on_two_workers(tmp_path, tiny_dataset):
+def test_the_global_batch_is_the_same_on_one_and_on_two_workers(tmp_path, tiny_dataset, straight_run):
     """train.batch_size is the global batch: 1 worker takes all 8 images per D update, 2 workers 4 each."""
-    runs = {
-        workers: _run(stage_params(tmp_path / str(workers), tiny_dataset, workers=workers, train={"batch_size": 8}))
-        for workers in (1, 2)
-    }
-    for workers, state in runs.items():
+    one = _run(stage_params(tmp_path, tiny_dataset, workers=1, train=STRAIGHT))
+    two = straight_run[0]
+    for workers, state in ((1, one), (2, two)):
         assert state["world_size"] == workers
-        assert [row["global_batch"] for row in state["history"]] == [8.0, 8.0]  # real images counted on every rank
-    run_info = json.loads((tmp_path / "2" / "train" / "run.json").read_text())
-    assert run_info["workers"] == 2 and run_info["precision"] == runs[2]["precision"]
+        assert [row["global_batch"] for row in state["history"]] == [8.0] * 4  # real images counted on every rank
 
 
-def test_train_stage_resumes_a_run_through_ray_checkpoints(tmp_path, tiny_dataset):
+def test_train_stage_resumes_a_run_through_ray_checkpoints(tmp_path, tiny_dataset, straight_run):
     """4 steps, then `train.resume: true` to 8 steps == 8 steps straight (bit-identical generator)."""
-    straight = _run(stage_params(tmp_path / "a", tiny_dataset, train={"steps": 8}))
-    _run(stage_params(tmp_path / "b", tiny_dataset, train={"steps": 4}))
-    resumed = _run(stage_params(tmp_path / "b", tiny_dataset, train={"steps": 8, "resume": True}))
+    straight = straight_run[0]
+    _run(stage_params(tmp_path, tiny_dataset, train={**STRAIGHT, "steps": 4}))
+    resumed = _run(stage_params(tmp_path, tiny_dataset, train={**STRAIGHT, "resume": True}))
 
     assert resumed["step"] == straight["step"] == 8
     assert [row["step"] for row in resumed["history"]] == [2, 4, 6, 8]
     assert dist.fingerprint(resumed["G"]) == dist.fingerprint(straight["G"])
     assert dist.fingerprint(resumed["G_ema"]) == dist.fingerprint(straight["G_ema"])
     # DVCLive kept the first half's rows and appended the second half's, each at its own step.
-    rows = (tmp_path / "b" / "live" / "plots" / "metrics" / "g_loss.tsv").read_text().splitlines()
+    rows = (tmp_path / "live" / "plots" / "metrics" / "g_loss.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in rows] == ["step", "2", "4", "6", "8"]
 
     # A resume that would change the noise streams is refused by the stage in one sentence (a worker raised it).
     with pytest.raises(ConfigError, match=r"^Cannot resume: the checkpoint's run differs \(train\.seed 0 → 1\)"):
-        _run(stage_params(tmp_path / "b", tiny_dataset, train={"steps": 10, "seed": 1, "resume": True}))
+        _run(stage_params(tmp_path, tiny_dataset, train={**STRAIGHT, "steps": 10, "seed": 1, "resume": True}))
 
 
 def test_a_fresh_run_on_uri_storage_starts_fresh(tmp_path, tiny_dataset):
