@@ -106,11 +106,15 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     snapshot_every, steps = 10, 60
     train = {"steps": steps, "log_every": 1, "snapshot_every": snapshot_every}
     # Ray registers a reported checkpoint when its controller next polls the workers. The kill must land 2–5
-    # steps after a registration, so the controller polls often here (the project's default is 1 s).
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    straight = checkpoint.load(train_stage.run(stage_params(tmp_path / "straight", tiny_dataset, train=train)))
+    # steps after a registration, so the controller polls often here (the project's default is 1 s), and the
+    # models are wide enough that a step takes a good part of a poll interval.
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    model = {"g_width": 32, "d_width": 32}
+    straight = checkpoint.load(
+        train_stage.run(stage_params(tmp_path / "straight", tiny_dataset, train=train, model=model))
+    )
 
-    params = stage_params(tmp_path / "killed", tiny_dataset, train=train)
+    params = stage_params(tmp_path / "killed", tiny_dataset, train=train, model=model)
     params = dataclasses.replace(params, ray=dataclasses.replace(params.ray, max_failures=1))
     records = tmp_path / "records"
     records.mkdir()
