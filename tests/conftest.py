@@ -11,6 +11,10 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A tiny test run reports a snapshot every few steps, and each report (and the run's end) waits for Ray Train's
+# controller to poll the workers: every 1 s in the project (pipeline/ray_runtime/cluster.py, where a long run's
+# steps/s matter more), every 0.2 s here, in this process and the stages, jobs and clusters it starts.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 from gans.data import PreparedDataset  # noqa: E402
 from tests.helpers import tiny_config, write_tiny_dataset  # noqa: E402, F401 (tiny_config kept importable from here)

@@ -226,45 +226,6 @@ def test_client_lists_samples_and_interpolates(server, tmp_path):
     assert unreachable.returncode == 1 and "Cannot reach the model server" in unreachable.stderr
 
 
-def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(exported, tmp_path):
-    import shutil
-
-    root = tmp_path / "models"
-    shutil.copytree(exported[0], root)
-    z = torch.randn(2, Z_DIM, generator=torch.Generator().manual_seed(1)).numpy()
-    with server_process(root, "--poll-interval-s", "0.2") as url:
-        results, stop = [], threading.Event()
-
-        def load():
-            while not stop.is_set():
-                try:
-                    status, answer = predict(url, {"instances": z.tolist()})
-                    results.append((status, answer.get("model_version")))
-                except Exception as error:  # a non-JSON answer (a 5xx page) or no answer: a failed request
-                    results.append((repr(error), None))
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        shutil.copytree(exported[1], root / ".incoming-2")
-        (root / ".incoming-2").rename(root / "2")  # a version appears whole, as the export stage writes it
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(v == "2" for _, v in results[-20:]):
-            time.sleep(0.2)
-        time.sleep(2)
-        stop.set()
-        for thread in threads:
-            thread.join()
-        status, _, data = call(f"{url}/v1/models/generator")
-    statuses = [s for s, _ in results]
-    versions = [v for _, v in results]
-    assert statuses.count(200) == len(statuses) > 50  # not one failed request across the swap
-    first_new = versions.index("2")
-    assert set(versions[:first_new]) == {"1"} and versions[-10:] == ["2"] * 10
-    assert [row["version"] for row in json.loads(data)["model_version_status"]] == ["2"]  # latest: 1 unloaded
-
-
 def test_the_page_draws_faces_and_follows_the_seed(server):
     """In a real headless Chromium (Debian's, driven by Playwright): images load, the seed box redraws the grid."""
     from playwright.sync_api import sync_playwright
@@ -298,3 +259,42 @@ def test_the_page_draws_faces_and_follows_the_seed(server):
             )
         finally:
             browser.close()
+
+
+def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(server, exported):
+    """The module's server gets version 2 while 4 clients keep asking. Last in this module: it changes what the
+    shared server serves."""
+    import shutil
+
+    root, spare = exported
+    z = torch.randn(2, Z_DIM, generator=torch.Generator().manual_seed(1)).numpy()
+    results, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                status, answer = predict(server, {"instances": z.tolist()})
+                results.append((status, answer.get("model_version")))
+            except Exception as error:  # a non-JSON answer (a 5xx page) or no answer: a failed request
+                results.append((repr(error), None))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    shutil.copytree(spare, root / ".incoming-2")
+    (root / ".incoming-2").rename(root / "2")  # a version appears whole, as the export stage writes it
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(v == "2" for _, v in results[-20:]):
+        time.sleep(0.2)
+    time.sleep(2)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    status, _, data = call(f"{server}/v1/models/generator")
+    statuses = [s for s, _ in results]
+    versions = [v for _, v in results]
+    assert statuses.count(200) == len(statuses) > 50  # not one failed request across the swap
+    first_new = versions.index("2")
+    assert set(versions[:first_new]) == {"1"} and versions[-10:] == ["2"] * 10
+    assert [row["version"] for row in json.loads(data)["model_version_status"]] == ["2"]  # latest: 1 unloaded
