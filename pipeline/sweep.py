@@ -36,6 +36,7 @@ from gans.models import MODELS
 from pipeline.params import Params, RayConfig, SweepConfig, load_params, print_config, run_stage, write_json
 from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.cluster import ray_session, storage_uri
+from pipeline.ray_runtime.trial import trains_in_trial
 from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO
 from pipeline.sweep_report import (
     METRIC,
@@ -147,7 +148,7 @@ def run(params: Params) -> Optional[dict[str, Any]]:
     started = time.perf_counter()
     # A local instance gets this machine's CPUs (or one trial's, if more), and, when trials drive Train runs,
     # the dashboard: stopped trials free their Train workers' CPUs only through it (see cluster.init_ray).
-    with ray_session(ray_cfg, dashboard=not tuning.trains_in_trial(ray_cfg)):
+    with ray_session(ray_cfg, dashboard=not trains_in_trial(ray_cfg)):
         check_capacity(sweep, ray_cfg, tuning.cluster_capacity())
         outcomes = tuning.run_sweep(
             run_trial,

@@ -16,7 +16,8 @@ from gans.config import GANConfig
 from gans.loop import TrainingStopped, stop_message
 from gans.losses import recommended_betas
 from pipeline.params import RayConfig, SweepConfig
-from pipeline.ray_runtime import tuning
+from pipeline.ray_runtime import trial
+from pipeline.ray_runtime.training import worker_threads
 from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO
 from pipeline.worker import fit_with_ray, train_func_per_worker
 
@@ -60,12 +61,11 @@ def run_trial(
     (several); a run stopped by ``train.stop_on`` fails the trial."""
     cfg = trial_config(base, sweep, config["point"])
     loop_config = {"cfg": cfg, "prepared": prepared, "reference": reference, "live_dir": None}
-    if tuning.trains_in_trial(ray_cfg):
-        threads = max(1, int(ray_cfg.cpus_per_worker))
-        final = fit_with_ray({**loop_config, "threads": threads}, tuning.TUNE_TRIAL)
+    if trial.trains_in_trial(ray_cfg):
+        final = fit_with_ray({**loop_config, "threads": worker_threads(ray_cfg)}, trial.TUNE_TRIAL)
         stopped = ",".join(final["stopped_by"])
         message = stop_message({"stopped_by": stopped, "step": final["history"][-1]["step"]}) if stopped else None
     else:
-        message = stop_message(tuning.fit_trial(train_func_per_worker, loop_config, ray_cfg))
+        message = stop_message(trial.fit_trial(train_func_per_worker, loop_config, ray_cfg))
     if message:  # a failure mode in train.stop_on (divergence by default) ended the run: the trial fails
         raise TrainingStopped(message)

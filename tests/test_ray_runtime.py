@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.params import RAY_JOB_VARIABLE, RayConfig
-from pipeline.ray_runtime import cluster, training, tuning
+from pipeline.ray_runtime import cluster, training, trial, tuning
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
@@ -39,16 +39,13 @@ def _worker(config):
 
 
 def _trial(config):
-    trainer = tuning.trial_trainer(
-        _worker, {"x": config["x"]}, RayConfig(num_workers=1, storage_path=config["storage"])
-    )
+    trainer = trial.trial_trainer(_worker, {"x": config["x"]}, RayConfig(num_workers=1, storage_path=config["storage"]))
     trainer.fit()
 
 
 def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
-    """Trials of several workers (``in_trial=False``) each build a TorchTrainer; rank 0's reports reach Tune,
-    which ranks the trials."""
-    ray_cfg = RayConfig(num_workers=1, storage_path=str(tmp_path))
+    """Trials of several workers each build a TorchTrainer; rank 0's reports reach Tune, which ranks the trials."""
+    ray_cfg = RayConfig(num_workers=2, storage_path=str(tmp_path))
     with cluster.ray_session(ray_cfg):
         tuner = tuning.make_tuner(
             _trial,
@@ -57,7 +54,6 @@ def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
             metric="score",
             mode="min",
             max_concurrent=2,
-            in_trial=False,
         )
         grid = tuner.fit()
     assert not grid.errors

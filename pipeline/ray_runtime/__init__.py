@@ -4,9 +4,10 @@
   ``clear_run``), and the Pool that spreads data preparation (``cluster_pool``);
 - ``training``: Ray Train: the TorchTrainer that runs a per-worker training function (``train``,
   ``make_trainer``) and a worker's view of Ray (``TRAIN_WORKER``);
-- ``tuning``: Ray Tune: the sweep's search space (``search_space``), the Tuner (``make_tuner``) whose trials
-  train in their own process (``TUNE_TRIAL``) or drive a Train run (``fit_trial``), ASHA, and the trials'
-  outcomes in plain Python (``run_sweep``);
+- ``tuning``: Ray Tune: the sweep's search space (``search_space``), the Tuner (``make_tuner``), ASHA, and
+  the trials' outcomes in plain Python (``run_sweep``);
+- ``trial``: inside a Tune trial: training in the trial's own process (``TUNE_TRIAL``) or driving a Train
+  run (``fit_trial``);
 - ``serving``: Ray Serve: the model server's deployment over ``pipeline.serving.http_api``.
 
 Separate modules so that a stage depends only on what it runs: the prepare stage needs only the Pool,

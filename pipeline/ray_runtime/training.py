@@ -87,7 +87,7 @@ class WorkerView:
     """How a training process sees Ray: its rank, its device, the checkpoint it resumes from, where it reports.
 
     ``TRAIN_WORKER`` is a Ray Train worker's view; a sweep trial that trains in its own process has Tune's
-    (``tuning.TUNE_TRIAL``)."""
+    (``trial.TUNE_TRIAL``)."""
 
     rank: Callable[[], int]
     device: Callable[[], torch.device]
@@ -96,6 +96,11 @@ class WorkerView:
 
 
 TRAIN_WORKER = WorkerView(worker_rank, worker_device, restored_checkpoint, report)
+
+
+def worker_threads(ray_cfg: RayConfig) -> int:
+    """torch's threads in one worker: the CPUs the worker reserved (at least 1)."""
+    return max(1, int(ray_cfg.cpus_per_worker))
 
 
 def torch_backend(ray_cfg: RayConfig) -> str:
@@ -114,14 +119,14 @@ def make_trainer(
     """A TorchTrainer running ``train_fn(loop_config)`` on ``ray.num_workers`` DDP workers.
 
     ``loop_config`` gains ``threads``: the CPUs each worker reserved, for ``torch.set_num_threads``.
-    ``callbacks`` are the run's (inside a Tune trial, ``tuning.trial_trainer`` passes the one that makes
+    ``callbacks`` are the run's (inside a Tune trial, ``trial.trial_trainer`` passes the one that makes
     rank 0's reports the trial's results). The backend is set explicitly (``torch_backend``), not left to
     Ray's default.
     """
     ray_cfg = concrete_workers(ray_cfg) if ray.is_initialized() else ray_cfg
     return TorchTrainer(
         train_fn,
-        train_loop_config={**loop_config, "threads": max(1, int(ray_cfg.cpus_per_worker))},
+        train_loop_config={**loop_config, "threads": worker_threads(ray_cfg)},
         torch_config=TorchConfig(backend=torch_backend(ray_cfg)),
         scaling_config=ScalingConfig(
             num_workers=ray_cfg.num_workers,

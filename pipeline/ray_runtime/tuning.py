@@ -2,9 +2,8 @@
 
 ``run_sweep`` sweeps with Ray Tune (``make_tuner``, over ``search_space``), stopped early by ASHA (``asha``;
 ``time_attr="step"``: rungs are in steps), and hands back plain ``TrialOutcome`` records, so the stage never
-touches Ray's result types. A trial of one worker trains in the trial's own process (``TUNE_TRIAL`` is its
-view of Ray: Tune's checkpoints, Tune's retries); a trial of several DDP workers drives a Train run of its
-own (``fit_trial``). Only the sweep imports this module; the Train side is ``training``.
+touches Ray's result types. What runs inside a trial is ``trial``'s (its own training, or a Train run it
+drives). Only the sweep imports this module; the Train side is ``training``.
 """
 
 from __future__ import annotations
@@ -17,77 +16,19 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import ray
-import ray.train
 import ray.tune
 import ray.tune.search
-import torch
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from gans.errors import UserError
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime.cluster import clear_run, storage_uri
-from pipeline.ray_runtime.training import WorkerView, checkpoint_directory, fit_run, make_trainer, report_payload
+from pipeline.ray_runtime.trial import trains_in_trial
 
 TUNE_RUN = "tune"
 """Name of the Tune experiment under a sweep's storage (its trials' Train runs sit beside it, ``trial-<id>``)."""
 
 LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
 """The keys of a search-space point (a trial's ``config["point"]``)."""
-
-
-def trial_name() -> str:
-    """A stable name for the Train run of the current Tune trial (restoring a sweep needs it unchanged)."""
-    return f"trial-{ray.tune.get_context().get_trial_id()}"
-
-
-def trial_device() -> torch.device:
-    """The device of a trial that trains in its own process: the GPU Ray assigned it, or the CPU."""
-    return torch.device("cuda" if ray.get_gpu_ids() else "cpu")
-
-
-def trial_report(metrics: dict[str, float], step: int, ckpt_dir: Optional[Path]) -> None:
-    """``gans.loop.fit``'s ``report`` callback in a trial's own process: the trial's result and Tune checkpoint."""
-    checkpoint = None if ckpt_dir is None else ray.tune.Checkpoint.from_directory(str(ckpt_dir))
-    ray.tune.report(report_payload(metrics, step), checkpoint=checkpoint)
-
-
-def _rank_zero() -> int:
-    return 0
-
-
-def _trial_checkpoint():
-    return checkpoint_directory(ray.tune.get_checkpoint())
-
-
-TUNE_TRIAL = WorkerView(_rank_zero, trial_device, _trial_checkpoint, trial_report)
-"""The view of Ray of a trial that trains in its own process: rank 0, Tune's checkpoints and retries."""
-
-
-def trial_trainer(
-    train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig
-) -> TorchTrainer:
-    """Inside a Tune trial: the TorchTrainer of this trial's Train run, whose rank 0 reports become the trial's results.
-
-    The run is named after the trial, so a restored sweep's unfinished trial resumes its own checkpoints
-    and a worker failure retries from the latest one (``ray.max_failures``).
-    """
-    return make_trainer(train_fn, loop_config, ray_cfg, name=trial_name(), callbacks=[TuneReportCallback()])
-
-
-def fit_trial(
-    train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], ray_cfg: RayConfig
-) -> dict[str, Any]:
-    """Inside a Tune trial: run this trial's Train run (``trial_trainer``); returns its last metrics."""
-    return dict(fit_run(trial_trainer(train_fn, loop_config, ray_cfg)).metrics or {})
-
-
-def trains_in_trial(ray_cfg: RayConfig) -> bool:
-    """Whether a trial of ``ray_cfg`` trains in its own process (one worker) or drives a Train run (several).
-
-    One worker needs no Train run: no controller, worker group or placement group to start, so a trial costs
-    a few processes fewer; Tune then keeps its checkpoints and retries it (``ray.max_failures``)."""
-    return ray_cfg.num_workers == 1
 
 
 def make_tuner(
@@ -98,7 +39,6 @@ def make_tuner(
     metric: str,
     mode: str,
     max_concurrent: int,
-    in_trial: bool,
     scheduler: Optional[Any] = None,
     constants: Optional[dict[str, Any]] = None,
     num_samples: int = 1,
@@ -108,12 +48,13 @@ def make_tuner(
 ) -> ray.tune.Tuner:
     """A Tuner whose trials are ``trial_fn(config, **constants)``.
 
-    With ``in_trial`` each trial trains in its own process and reserves a worker's resources; otherwise each is
-    the driver of its own TorchTrainer (Ray 2.60's pattern for Tune over Train V2: ``Tuner(TorchTrainer)`` is
-    rejected), needs almost no CPU itself, and its workers reserve theirs.
+    A trial of one worker (``trial.trains_in_trial``) trains in its own process and reserves a worker's resources;
+    otherwise each is the driver of its own TorchTrainer (Ray 2.60's pattern for Tune over Train V2:
+    ``Tuner(TorchTrainer)`` is rejected), needs almost no CPU itself, and its workers reserve theirs.
     """
+    in_trial = trains_in_trial(ray_cfg)
     return ray.tune.Tuner(
-        trainable(trial_fn, ray_cfg, in_trial, constants),
+        trainable(trial_fn, ray_cfg, constants),
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
             metric=metric,
@@ -138,9 +79,7 @@ def make_tuner(
     )
 
 
-def trainable(
-    trial_fn: Callable[..., None], ray_cfg: RayConfig, in_trial: bool, constants: Optional[dict[str, Any]] = None
-):
+def trainable(trial_fn: Callable[..., None], ray_cfg: RayConfig, constants: Optional[dict[str, Any]] = None):
     """``trial_fn`` as a Tune trainable with its constant arguments in the object store.
 
     A trial that trains itself reserves one worker's CPUs (or a GPU). A trial that only drives its Train run
@@ -148,7 +87,7 @@ def trainable(
     second would starve. (Tune refuses an empty request, hence a few MiB of memory, which every node has.)
     """
     wrapped = ray.tune.with_parameters(trial_fn, **constants) if constants else trial_fn
-    if in_trial:
+    if trains_in_trial(ray_cfg):
         bundle = {"CPU": ray_cfg.cpus_per_worker, **({"GPU": 1} if ray_cfg.use_gpu else {})}
     else:
         bundle = {"CPU": 0, "memory": 16 * 2**20}
@@ -273,7 +212,7 @@ def run_sweep(
         print(f"[sweep] resuming the sweep at {experiment}", flush=True)
         tuner = ray.tune.Tuner.restore(
             experiment,
-            trainable(trial_fn, ray_cfg, trains_in_trial(ray_cfg), constants),
+            trainable(trial_fn, ray_cfg, constants),
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,
@@ -290,7 +229,6 @@ def run_sweep(
             metric=metric,
             mode=mode,
             max_concurrent=max_concurrent,
-            in_trial=trains_in_trial(ray_cfg),
             scheduler=scheduler,
             constants=constants,
             num_samples=num_samples,
