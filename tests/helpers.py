@@ -46,23 +46,21 @@ def tiny_config(**sections) -> GANConfig:
     return GANConfig.from_dict(base)
 
 
-def write_tiny_dataset(root: Path):
-    """24 random grayscale 32×32 uint8 images, prepared under ``root``/prepared (the same images every call)."""
+def write_tiny_dataset(root: Path, count: int = 24):
+    """``count`` random grayscale 32×32 uint8 images, prepared under ``root``/prepared (the same every call)."""
     from gans.data import PreparedDataset, write_prepared
 
-    images = np.random.default_rng(0).integers(0, 256, size=(24, 1, 32, 32), dtype=np.uint8)
-    return PreparedDataset(write_prepared(root / "prepared", images, {"count": 24}))
+    images = np.random.default_rng(0).integers(0, 256, size=(count, 1, 32, 32), dtype=np.uint8)
+    return PreparedDataset(write_prepared(root / "prepared", images, {"count": count}))
 
 
 def tiny_generators(work: Path, steps: int, seeds=(0, 1)) -> tuple[list[torch.nn.Module], GANConfig]:
     """Tiny generators trained ``steps`` steps from each of ``seeds`` (different weights) on 16 random 32×32
     images, and their config; ``work`` holds the data and the runs."""
     from gans import checkpoint
-    from gans.data import PreparedDataset, write_prepared
     from gans.loop import fit
 
-    images = np.random.default_rng(0).integers(0, 256, size=(16, 1, 32, 32), dtype=np.uint8)
-    dataset = PreparedDataset(write_prepared(work / "prepared", images, {"count": 16}))
+    dataset = write_tiny_dataset(work, count=16)
     states = [
         fit(tiny_config(train={"steps": steps, "seed": seed}), dataset, work_dir=work / f"run{seed}") for seed in seeds
     ]
