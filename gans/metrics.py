@@ -388,7 +388,8 @@ def fid(reference: dict[str, Any], features: torch.Tensor) -> float:
     if n < 2:
         raise MetricsError("FID needs at least 2 generated images.")
     mu, sigma = np.asarray(reference["mu"], dtype=np.float64), np.asarray(reference["sigma"], dtype=np.float64)
-    centred = rows - rows.mean(axis=0)
+    mean = rows.mean(axis=0)
+    centred = rows - mean
     if n <= sigma.shape[0]:
         product = centred @ sigma @ centred.T / (n - 1)
     else:
@@ -397,7 +398,7 @@ def fid(reference: dict[str, Any], features: torch.Tensor) -> float:
         product = root @ (centred.T @ centred / (n - 1)) @ root
     eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
     trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
-    difference = mu - rows.mean(axis=0)
+    difference = mu - mean
     trace_2 = np.einsum("ij,ij->", centred, centred) / (n - 1)
     return float(difference @ difference + np.trace(sigma) + trace_2 - 2 * trace_sqrt)
 
