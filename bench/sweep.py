@@ -90,7 +90,7 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
             space,
             ray_cfg,
             constants=constants,
-            metric=sweep_stage.METRIC,
+            metric=params.sweep.metric,
             mode="min",
             max_concurrent=1,
             scheduler=None,

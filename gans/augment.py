@@ -4,8 +4,9 @@ With ~100 faces the discriminator memorises the real set within a few hundred st
 1 and G's gradients stop carrying information. DiffAugment (Zhao et al. 2020) transforms *every* image D
 sees, real and generated, with the same random differentiable policy, so D cannot memorise pixels and G
 still gets gradients through the transforms. ADA (Karras et al. 2020) applies each transform to a sample
-with probability ``p`` and steers ``p`` from how sure D is on real images: r = E[sign(D(real))] above the
-target (D overfits) raises ``p``, below lowers it.
+with probability ``p`` and steers ``p`` from how sure D is on real images: r = E[sign(D(real) − b)] above the
+target (D overfits) raises ``p``, below lowers it; b is the loss's decision boundary (``gans.losses``: 0 for
+bce and hinge, 0.5 for lsgan), and a loss without one (wgan-gp) cannot be adaptive (``check_adaptive_loss``).
 
 The ops work on images in [-1, 1], shape [N, C, H, W], and draw from torch's global generator, which the
 loop seeds per step and rank (a resumed run draws the same transforms). Registered in ``AUGMENTATIONS``;
@@ -20,7 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gans.config import AugmentConfig, require_registered
+from gans.config import AugmentConfig, ConfigError, require_registered
+from gans.losses import decision_boundary
 from gans.registry import Registry
 
 Op = Callable[[torch.Tensor], torch.Tensor]
@@ -75,6 +77,18 @@ def check_augment_config(cfg: AugmentConfig) -> None:
         require_registered(AUGMENTATIONS, name, "augment.policy")
 
 
+def check_adaptive_loss(cfg: AugmentConfig, loss_name: str) -> None:
+    """``ConfigError`` when ``augment.adaptive`` is on with a loss that has no decision boundary (wgan-gp).
+
+    ADA's controller reads E[sign(D(real) − boundary)]; a critic without a boundary gives that sign no meaning.
+    """
+    if cfg.adaptive and decision_boundary(loss_name) is None:
+        raise ConfigError(
+            f"augment.adaptive=true needs a loss with a decision boundary and loss.name={loss_name!r} has none "
+            "(its critic's offset is arbitrary): use a fixed augment.p or another loss."
+        )
+
+
 @dataclass
 class Augment:
     """The policy of one run and its current probability ``p`` (mutable: the adaptive mode steers it).
@@ -117,9 +131,9 @@ class Augment:
         return x
 
     def adapt(self, real_sign: float, real_images: int) -> None:
-        """ADA's controller: move ``p`` towards more augmentation when E[sign(D(real))] is above the target.
+        """ADA's controller: move ``p`` towards more augmentation when E[sign(D(real) − b)] is above the target.
 
-        ``real_sign`` is measured over the last ``real_images`` real images (the same on every rank); ``p``
+        ``real_sign`` (``d_real_sign``, b the loss's decision boundary) is measured over the last ``real_images`` real images (the same on every rank); ``p``
         moves by at most ``real_images / images_per_unit`` and stays in [0, 1].
         """
         if not self.adaptive or not self.ops:

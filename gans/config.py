@@ -216,6 +216,10 @@ class TrainConfig:
     """Discriminator updates per generator update (None: 5 for wgan-gp, 1 otherwise)."""
     ema_decay: float = 0.995
     """Decay of the exponential moving average of G's weights (0 copies G every step)."""
+    ema_rampup: Optional[float] = 0.05
+    """StyleGAN2-ADA's EMA warm-up: the average's half-life is at most this fraction of the steps so far, so G_ema
+    starts as G and reaches ``ema_decay`` at step ln 0.5 / ln(ema_decay) / ema_rampup (None or 0: ``ema_decay``
+    from the first step; ``gans.ema.ema_decay_at``)."""
     log_every: int = 25
     """Log losses, accuracies and gradient norms every this many steps."""
     snapshot_every: int = 1000
@@ -262,24 +266,34 @@ class TrainConfig:
         )
         require_non_negative(self, "train", "seed")
         _require(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1).")
+        _require(
+            self.ema_rampup is None or self.ema_rampup >= 0,
+            f"train.ema_rampup={self.ema_rampup} must be non-negative or null.",
+        )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     n_fake: int = 500
-    """Generated images used for FID/KID."""
+    """Generated images per draw (FID, KID, precision/recall)."""
     batch_size: int = 50
     """Images per Inception forward."""
     seed: int = 2026
-    """Seed of the evaluation latents (the same for the initial and the trained generator)."""
+    """Seed of the held-out draws every reported metric comes from (seed, seed + 1, … for ``fid_draws``)."""
+    selection_seed: int = 2025
+    """Seed of the selection draw (final against best snapshot). It, ``IN_TRAINING_FID_SEED`` and the reported
+    draws' seeds are all different, so no reported sample was seen by a choice of weights."""
     kid_subsets: int = 50
     """Number of KID subsets."""
     kid_subset_size: int = 100
     """KID subset size (capped at the smaller of the real and generated counts)."""
     grid_size: int = 64
     """Images in the sample grid (taken from the fixed latents)."""
-    fid_draws: int = 2
-    """Draws of ``n_fake`` generated images (seeds seed, seed+1, …) the selected generator is scored on: ``fid_std``."""
+    fid_draws: int = 1
+    """Held-out draws of ``n_fake`` images the selected generator is scored on; ``fid`` is the first one's, and
+    with more ``fid_draws_std`` is their spread (a check of the bootstrap ``fid_std``)."""
+    bootstrap: int = 200
+    """Bootstrap replicates of ``fid_std`` (real and generated features resampled; no extra Inception pass)."""
     standing_stats: bool = True
     """Recompute the generators' BatchNorm statistics from their own samples before scoring and export."""
     standing_samples: int = 1024
@@ -289,6 +303,10 @@ class EvalConfig:
     what standing statistics change); one more pass of ``n_fake`` images through Inception."""
     prc_neighborhood: int = 3
     """k of the k-NN balls of precision/recall (torch-fidelity's default)."""
+    prc_subsets: int = 10
+    """Precision/recall are taken at equal counts: the larger set is subsampled this many times, and averaged."""
+    floor_splits: int = 10
+    """Random splits of the real set into halves for the achievable floor (``fid_real_halves``)."""
 
     def __post_init__(self) -> None:
         require_positive(
@@ -300,10 +318,32 @@ class EvalConfig:
             "kid_subset_size",
             "grid_size",
             "fid_draws",
+            "bootstrap",
             "standing_samples",
             "prc_neighborhood",
+            "prc_subsets",
+            "floor_splits",
         )
         _require(self.n_fake >= 2, f"eval.n_fake={self.n_fake} must be at least 2 (FID needs a covariance).")
+        for name, seed in (("eval.selection_seed", self.selection_seed), ("the in-training FID", IN_TRAINING_FID_SEED)):
+            _require(
+                seed not in self.report_seeds,
+                f"eval.seed={self.seed} with eval.fid_draws={self.fid_draws} reuses seed {seed}, which draws "
+                f"{name}'s samples; choose another eval.seed so the reported draws stay held out.",
+            )
+        _require(
+            self.selection_seed != IN_TRAINING_FID_SEED,
+            f"eval.selection_seed={self.selection_seed} is the in-training FID's seed; choose another.",
+        )
+
+    @property
+    def report_seeds(self) -> tuple[int, ...]:
+        """Seeds of the held-out draws: no selection and no in-training FID saw their samples."""
+        return tuple(self.seed + draw for draw in range(self.fid_draws))
+
+
+IN_TRAINING_FID_SEED = 90_001
+"""Seed of the in-training FID's latents (sweep reports, best-snapshot choice); evaluate never reports on it."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,18 @@ Three modes, as the GAN references describe them:
   steps while G's loss keeps rising (G gets no useful gradient);
 - ``mode_collapse`` — G covers few modes: its samples are much less diverse than the real set (mean
   pairwise Inception-feature distance relative to the real one's), or many are near-duplicates;
-- ``divergence`` — a loss or gradient norm became NaN/inf, or a gradient norm exploded.
+- ``divergence`` — a loss or gradient norm became NaN/inf, a gradient norm exploded, or fp16 gradients overflow
+  at every loss scale.
+
+D's accuracies are taken about the loss's decision boundary (``gans.losses``: logit 0 for bce and hinge, 0.5
+for lsgan; ``gans.step.logit_stats``). A loss without one (wgan-gp) logs accuracies about the midpoint of its
+critic's real and fake means, and no ``d_real_sign``; ``convergence_failure`` does not judge such rows: a
+Wasserstein critic that separates the batch still gives G useful gradients (that is its point), and G's loss
+−E[D(fake)] carries the critic's arbitrary offset, so neither "pinned" nor "rising" means D wins there.
+An update that fp16 loss scaling skipped (its gradients overflowed) has no gradient norm in the history
+(``amp_skipped_d``/``amp_skipped_g`` count it), so it is not divergence; an inf loss, an inf gradient
+norm of an applied update, or a loss scale (``amp_scale_d``/``amp_scale_g``) pushed below 1 by updates that
+overflow at every scale, still is.
 
 Each check is a pure function of the loop's ``history`` (one dict per log step: ``step``, losses,
 accuracies, gradient norms; ``diversity``/``duplicates`` on scored steps) registered in ``DIAGNOSES``,
@@ -61,12 +72,17 @@ LOW_DIVERSITY = 0.5
 DUPLICATE_FRACTION = 0.5
 """A collapse too when more than this fraction of samples has a near-duplicate among the others."""
 
+MIN_LOSS_SCALE = 1.0
+"""A GradScaler halves its scale at each overflowing update (from 2^16); below 1 the gradients overflow fp16 unscaled."""
+
 LOSS_KEYS = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
+SCALE_KEYS = ("amp_scale_d", "amp_scale_g")
 
 
 @DIAGNOSES.register("divergence")
 def divergence(history: Sequence[dict]) -> Optional[Diagnosis]:
-    """The first log step with a loss or gradient norm that is NaN/inf or ≥ 1e4 in absolute value."""
+    """The first log step with a loss or gradient norm that is NaN/inf or ≥ 1e4 in absolute value, or an fp16 loss
+    scale below 1."""
     for entry in history:
         broken = [key for key in LOSS_KEYS if key in entry and not math.isfinite(entry[key])]
         if broken:
@@ -86,16 +102,31 @@ def divergence(history: Sequence[dict]) -> Optional[Diagnosis]:
                 {key: float(entry[key]) for key in exploded},
                 "losses or gradients exploded: lower lr_d/lr_g, or use spectral norm or a gradient penalty",
             )
+        overflowing = [key for key in SCALE_KEYS if entry.get(key, MIN_LOSS_SCALE) < MIN_LOSS_SCALE]
+        if overflowing:
+            return Diagnosis(
+                "divergence",
+                int(entry["step"]),
+                int(history[-1]["step"]),
+                {key: float(entry[key]) for key in overflowing},
+                "fp16 gradients overflow at every loss scale: lower lr_d/lr_g, or train in bf16 or fp32 (train.amp)",
+            )
     return None
 
 
 @DIAGNOSES.register("convergence_failure")
 def convergence_failure(history: Sequence[dict]) -> Optional[Diagnosis]:
-    """The longest run of ≥ 8 log steps with D accuracy ≥ 0.95 on real and fake while G's loss rises (≥ 20 %)."""
+    """The longest run of ≥ 8 log steps with D accuracy ≥ 0.95 on real and fake while G's loss rises (≥ 20 %).
+
+    Only rows whose accuracies are about a decision boundary count (they carry ``d_real_sign``; not wgan-gp's).
+    """
     best: Optional[tuple[int, int]] = None
     start = None
     for index, entry in enumerate([*history, {}]):  # the sentinel closes a run that lasts to the end
-        pinned = min(entry.get("d_acc_real", 0.0), entry.get("d_acc_fake", 0.0)) >= PINNED_ACCURACY
+        pinned = (
+            "d_real_sign" in entry
+            and min(entry.get("d_acc_real", 0.0), entry.get("d_acc_fake", 0.0)) >= PINNED_ACCURACY
+        )
         if pinned and start is None:
             start = index
         elif not pinned and start is not None:

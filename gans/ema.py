@@ -1,8 +1,11 @@
-"""Exponential moving average of generator weights (Karras et al. 2018; Yazıcı et al. 2019)."""
+"""Exponential moving average of generator weights (Karras et al. 2018; Yazıcı et al. 2019), with StyleGAN2-ADA's
+warm-up of the decay (``ema_decay_at``)."""
 
 from __future__ import annotations
 
 import copy
+import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -13,6 +16,21 @@ def make_ema(model: nn.Module) -> nn.Module:
     ema = copy.deepcopy(model).eval()
     ema.requires_grad_(False)
     return ema
+
+
+def ema_decay_at(step: int, decay: float, rampup: Optional[float]) -> float:
+    """The EMA decay for the update after ``step`` steps: StyleGAN2-ADA's warm-up, counted in steps.
+
+    ``decay`` has the half-life H = ln 0.5 / ln(decay) steps; during the ramp the half-life is ``step · rampup``
+    steps instead, so the decay is 0.5^(1 / max(min(H, step · rampup), 1e-8)): 0 at step 0 (G_ema becomes G), then
+    rising to ``decay``, reached at step H / ``rampup``. ``rampup`` None or 0, or ``decay`` 0: ``decay`` throughout.
+    """
+    if not rampup or decay == 0:
+        return decay
+    half_life = math.log(0.5) / math.log(decay)
+    if step * rampup >= half_life:
+        return decay
+    return 0.5 ** (1 / max(step * rampup, 1e-8))
 
 
 @torch.no_grad()

@@ -15,11 +15,18 @@ loop knowing them:
 
 Failure modes (``gans.diagnosis``) are checked at every log step: a new one is printed, and each is logged
 as a 0/1 ``diagnosis/<name>`` series; the state's ``diagnosis`` lists them. Those named in ``train.stop_on``
-end the run (``stopped_by``; the last report carries ``fid: inf``, so a sweep's scheduler ranks it last).
+end the run (``stopped_by``; the last report carries ``fid: inf`` and ``kid: inf``, so a sweep's scheduler ranks it
+last).
 Divergence (a non-finite or exploding loss or gradient norm) never snapshots the broken weights: the run
 returns, and reports as its final checkpoint, the state of its last good snapshot (step 0 before any) with
 the whole history. Without ``divergence`` in ``stop_on`` a non-finite metric raises ``TrainingDiverged``
-on every rank after a last report with ``diverged: 1``.
+on every rank after a last report with ``diverged: 1``. Under fp16 loss scaling an update the GradScaler
+skips (its gradients overflowed) is not divergence: ``amp_skipped_d``/``amp_skipped_g`` log the fraction of
+skipped D and G updates, and the gradient norms and penalties are means over the applied ones
+(``gans.step.update_stats``); a row whose every update was skipped has none. ``amp_scale_d``/``amp_scale_g``
+log the loss scales at each log step; one below 1 (gradients overflow fp16 even unscaled) is divergence.
+
+G_ema follows G with the decay ``gans.ema.ema_decay_at`` gives at each step (``train.ema_rampup``).
 
 What a run carries from step to step, and the keys of its checkpoint dict, are ``gans.train_state.TrainState``.
 """
@@ -40,11 +47,11 @@ from tqdm import tqdm
 
 from gans import checkpoint, dist
 from gans import precision as precision_choice
-from gans.augment import check_augment_config
+from gans.augment import check_adaptive_loss, check_augment_config
 from gans.config import ConfigError, GANConfig
 from gans.data import PreparedDataset, batch_indices
 from gans.diagnosis import DIAGNOSES, Diagnosis, check_stop_on, diagnose
-from gans.ema import copy_buffers, update_ema
+from gans.ema import copy_buffers, ema_decay_at, update_ema
 from gans.errors import UserError
 from gans.losses import build_loss, check_loss_config
 from gans.models import check_model_config
@@ -71,6 +78,9 @@ def stop_message(metrics: dict[str, Any]) -> Optional[str]:
     )
 
 
+UNRANKABLE = {"fid": math.inf, "kid": math.inf}
+"""The scores of a report from a run a failure mode ended: a sweep's scheduler ranks it last on either metric."""
+
 LogFn = Callable[[dict[str, float], int], None]
 ReportFn = Callable[[dict[str, float], int, Optional[Path]], None]
 ScoreFn = Callable[[torch.nn.Module], dict[str, float]]
@@ -87,10 +97,12 @@ class Callbacks:
 
 
 def check_config(cfg: GANConfig) -> None:
-    """What the config alone cannot check: the model and loss exist, and the model makes the resolution."""
+    """What the config alone cannot check: the model and loss exist, the model makes the resolution, and an
+    adaptive augmentation has a loss with a decision boundary to steer by."""
     check_model_config(cfg)
     check_loss_config(cfg.loss)
     check_augment_config(cfg.augment)
+    check_adaptive_loss(cfg.augment, cfg.loss.name)
     check_stop_on(cfg.train.stop_on)
 
 
@@ -201,7 +213,8 @@ def sync_generator_buffers(state: TrainState) -> None:
 
 
 def interval_metrics(interval: dict[str, list[float]], world: int) -> dict[str, float]:
-    """The interval's per-step statistics as means over its steps and over the ranks; empties ``interval``."""
+    """The interval's per-step statistics as means over the steps that have them and over the ranks; empties
+    ``interval``. (Every rank skips the same updates: their gradients are all-reduced, so the keys agree.)"""
     metrics = dist.mean_over_ranks({key: float(np.mean(values)) for key, values in interval.items()})
     metrics["global_batch"] = metrics.pop("worker_batch") * world  # real images per D update, all ranks
     interval.clear()
@@ -236,9 +249,10 @@ def end_interval(
     after a last report. The answer is the same on every rank (a stop on any rank stops all).
     """
     train = state.cfg.train
-    metrics = interval_metrics(interval, state.world_size)
-    if state.augment.ops:  # ADA's controller sees the same rank-averaged E[sign(D(real))] on every rank
-        state.augment.adapt(metrics["d_real_sign"], real_images)
+    metrics = {**interval_metrics(interval, state.world_size), **state.precision.loss_scales()}
+    if state.augment.ops:  # ADA's controller sees the same rank-averaged E[sign(D(real) − b)] on every rank
+        if state.augment.adaptive:  # (only with a loss that has a decision boundary b: check_adaptive_loss)
+            state.augment.adapt(metrics["d_real_sign"], real_images)
         metrics["augment_p"] = state.augment.p
     broken = sorted(key for key, value in metrics.items() if not math.isfinite(value))
     if not broken and scored:  # (the metrics are equal on every rank: with broken ones, every rank stops below)
@@ -251,7 +265,7 @@ def end_interval(
     halt = sorted(name for name in found if name in train.stop_on)
     if broken and "divergence" not in halt:  # NaN weights cannot train on
         if calls.report is not None:
-            calls.report({**metrics, "fid": math.inf, "diverged": 1.0}, state.step, None)
+            calls.report({**metrics, **UNRANKABLE, "diverged": 1.0}, state.step, None)
         raise TrainingDiverged(
             f"Training diverged at step {state.step} ({', '.join(broken)} not finite); "
             "lower optim.lr_d / optim.lr_g or change loss.name."
@@ -286,7 +300,7 @@ def snapshot(state: TrainState, work_dir: Path, report: Optional[ReportFn]) -> d
     saved = state.to_checkpoint()
     ckpt_dir = save_snapshot(saved, work_dir, state.step)
     if report is not None:
-        extra = {"fid": math.inf, "stopped_by": ",".join(state.stopped_by)} if state.stopped_by else {}
+        extra = {**UNRANKABLE, "stopped_by": ",".join(state.stopped_by)} if state.stopped_by else {}
         report(
             {**(state.history[-1] if state.history else {}), **extra, "replica_fingerprints": replicas},
             state.step,
@@ -303,7 +317,7 @@ def roll_back(
     ckpt_dir = save_snapshot(final, work_dir, state.step)
     if report is not None:
         report(
-            {**state.history[-1], "fid": math.inf, "diverged": 1.0, "stopped_by": ",".join(state.stopped_by)},
+            {**state.history[-1], **UNRANKABLE, "diverged": 1.0, "stopped_by": ",".join(state.stopped_by)},
             state.step,
             ckpt_dir,
         )
@@ -366,7 +380,7 @@ def fit(
 
         # Update G.
         g_stats = generator_step(G_train, D, state.opt_g, loss, fake, precision=precision, augment=augment)
-        update_ema(state.G_ema, G, train.ema_decay)
+        update_ema(state.G_ema, G, ema_decay_at(state.step, train.ema_decay, train.ema_rampup))
         state.step += 1
         bar.update(1)
         for key, value in g_stats.items():

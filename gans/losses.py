@@ -5,8 +5,9 @@ discriminator's logits on real and generated samples (shape [N]). Nothing here c
 touches an optimizer or logs.
 
 A loss family is registered in ``LOSSES`` as a class built from a ``LossConfig`` with
-``d_loss(real, fake, generator=None)``, ``g_loss(fake)`` and ``gp_weight`` (λ of the gradient
-penalty the training step adds; 0 for none).
+``d_loss(real, fake, generator=None)``, ``g_loss(fake)``, ``gp_weight`` (λ of the gradient
+penalty the training step adds; 0 for none) and ``boundary``: the logit that separates "real" from "fake"
+for that loss (midway between its targets), or None for a critic whose output has no fixed offset (wgan-gp).
 """
 
 from __future__ import annotations
@@ -97,28 +98,41 @@ def r1_penalty(
     real: torch.Tensor,
     weight: float,
     scaler: Optional[torch.amp.GradScaler] = None,
+    seen: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """R1 penalty (Mescheder et al. 2018): γ/2·E[‖∇ₓD(x)‖₂²] on real images, pulling D flat where the data is.
 
+    ``seen`` is what D saw when it is not ``real`` itself: a differentiable function of ``real`` (its augmentation,
+    ``real`` requiring grad). The penalised function is then x ↦ D(augment(x)) with that very transform, and the
+    gradient is taken w.r.t. the un-augmented reals, as in StyleGAN2-ADA and DiffAugment (a cut-out square gets none).
     Stays in the graph, like ``gradient_penalty`` (same ``scaler`` rule).
     """
-    return 0.5 * weight * _input_gradient(critic, real, scaler).flatten(1).pow(2).sum(dim=1).mean()
+    grad = _input_gradient(critic, real, scaler) if seen is None else _input_gradient(critic, seen, scaler, wrt=real)
+    return 0.5 * weight * grad.flatten(1).pow(2).sum(dim=1).mean()
 
 
-def _input_gradient(critic, inputs: torch.Tensor, scaler: Optional[torch.amp.GradScaler]) -> torch.Tensor:
-    """∂ Σ critic(inputs) / ∂ inputs in float32, with the graph kept; under loss scaling, scaled then unscaled."""
-    inputs = inputs.detach().requires_grad_(True)
+def _input_gradient(
+    critic, inputs: torch.Tensor, scaler: Optional[torch.amp.GradScaler], wrt: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """∂ Σ critic(inputs) / ∂ wrt in float32, with the graph kept; under loss scaling, scaled then unscaled.
+
+    ``wrt`` defaults to ``inputs`` (detached, as a new leaf); otherwise ``inputs`` is a differentiable function of it.
+    """
+    if wrt is None:
+        inputs = wrt = inputs.detach().requires_grad_(True)
     out = critic(inputs).sum()
     if scaler is not None and scaler.is_enabled():
-        (grad,) = torch.autograd.grad(scaler.scale(out), inputs, create_graph=True)
+        (grad,) = torch.autograd.grad(scaler.scale(out), wrt, create_graph=True)
         grad = grad / scaler.get_scale()
     else:
-        (grad,) = torch.autograd.grad(out, inputs, create_graph=True)
+        (grad,) = torch.autograd.grad(out, wrt, create_graph=True)
     return grad.float()
 
 
 class _Loss:
     gp_weight = 0.0
+    boundary: Optional[float] = 0.0
+    """The decision boundary of D's logits: accuracies and ADA's E[sign] are taken about it (None: there is none)."""
     betas: Optional[tuple[float, float]] = None
     """Adam betas this loss is known to train well with (None: no preference, ``optim`` decides)."""
 
@@ -140,6 +154,7 @@ class HingeLoss(_Loss):
 @LOSSES.register("wgan-gp")
 class WassersteinGPLoss(_Loss):
     betas = (0.0, 0.9)  # Gulrajani et al. 2017
+    boundary = None  # E[D(fake)] − E[D(real)] is unchanged by a constant added to D: no logit separates the two
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -154,6 +169,8 @@ class WassersteinGPLoss(_Loss):
 
 @LOSSES.register("lsgan")
 class LeastSquaresLoss(_Loss):
+    boundary = 0.5  # midway between the fake target 0 and the real target 1
+
     def d_loss(self, real, fake, generator=None):
         return least_squares_d_loss(real, fake)
 
@@ -190,6 +207,11 @@ def check_loss_config(cfg) -> None:
 def recommended_betas(name: str) -> Optional[tuple[float, float]]:
     """The Adam betas loss ``name`` is known to train well with, or None when it has no preference."""
     return LOSSES.get(name).betas
+
+
+def decision_boundary(name: str) -> Optional[float]:
+    """The decision boundary of loss ``name``'s logits, or None when it has none (``_Loss.boundary``)."""
+    return LOSSES.get(name).boundary
 
 
 def build_loss(cfg):

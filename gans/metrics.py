@@ -40,6 +40,7 @@ from gans import precision
 from gans.atomic import atomic_file
 from gans.data import to_uint8
 from gans.errors import UserError
+from gans.metric_noise import fid_noise
 
 EXTRACTOR = "inception-v3-tf2015-offline"
 FEATURE = "2048"
@@ -321,6 +322,8 @@ class InTrainingFID:
     The latents are the same at every call (``seed``), so successive scores differ by the generator
     only. With few samples FID is biased upwards (it shrinks with n), which is fine for comparing runs
     scored alike; evaluate measures the exported generator exactly. The extractor loads on first use.
+    ``noise_replicates``: bootstrap replicates of ``fid_std`` (``gans.metric_noise.fid_noise``, seed ``seed``).
+    ``kid_subsets``, ``kid_subset_size``: KID's subsets (the size capped by both counts; seed ``seed``).
     """
 
     def __init__(
@@ -332,13 +335,22 @@ class InTrainingFID:
         device: str | torch.device = "cpu",
         mode: str = "fast",
         batch_size: int = 64,
+        noise_replicates: int = 100,
+        kid_subsets: int = 50,
+        kid_subset_size: int = 100,
     ) -> None:
         self.reference, self.n_samples, self.seed = reference, n_samples, seed
         self.device, self.mode, self.batch_size = torch.device(device), mode, batch_size
+        self.noise_replicates, self.kid_subsets, self.kid_subset_size = noise_replicates, kid_subsets, kid_subset_size
         self._extractor: Optional[InceptionFeatures] = None
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
-        """``fid``, and the samples' ``diversity`` and ``duplicates`` (``gans.diagnosis.sample_diversity``)."""
+        """Scores of ``n_samples`` generated images against the reference.
+
+        ``fid``; ``fid_std``, its bootstrap standard deviation (real rows resampled too when ``kid_features`` is
+        the whole real set); ``kid`` and ``kid_std`` (mean and standard deviation over subsets); the samples'
+        ``diversity`` and ``duplicates`` (``sample_diversity``).
+        """
         if self._extractor is None:
             self._extractor = make_extractor(self.device, self.mode)
         was_training = generator.training
@@ -350,7 +362,15 @@ class InTrainingFID:
             )
         finally:
             generator.train(was_training)
-        return {"fid": fid(self.reference, features), **sample_diversity(features, self.reference["kid_features"])}
+        noise = fid_noise(self.reference, features, replicates=self.noise_replicates, seed=self.seed)
+        kernel = kid(self.reference, features, self.kid_subsets, self.kid_subset_size, self.seed)
+        return {
+            "fid": fid(self.reference, features),
+            "fid_std": noise["fid_std"],
+            "kid": kernel["kid_mean"],
+            "kid_std": kernel["kid_std"],
+            **sample_diversity(features, self.reference["kid_features"]),
+        }
 
 
 def reference_statistics(features: torch.Tensor, max_kid_features: int = 10_000, seed: int = 0) -> dict[str, Any]:

@@ -74,8 +74,8 @@ def save_curves(
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (name, keys) in zip(axes, panels):
         for key in keys:
-            if history and key in history[0]:
-                ax.plot(steps, [row[key] for row in history], label=key)
+            if any(key in row for row in history):  # a row may lack a gradient norm (every update AMP-skipped)
+                ax.plot(steps, [row.get(key, math.nan) for row in history], label=key)
         for (label, (start, end)), colour in zip((shaded or {}).items(), ("tab:red", "tab:purple", "tab:brown")):
             ax.axvspan(start, max(end, start + 1), color=colour, alpha=0.15, label=label.replace("_", " "))
         ax.set_title(name)

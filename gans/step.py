@@ -57,6 +57,12 @@ class Precision:
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
+    def loss_scales(self) -> dict[str, float]:
+        """``amp_scale_d`` and ``amp_scale_g``, the GradScalers' current loss scales, under fp16; empty otherwise."""
+        if not self.scaler_d.is_enabled():
+            return {}
+        return {"amp_scale_d": self.scaler_d.get_scale(), "amp_scale_g": self.scaler_g.get_scale()}
+
 
 FULL_PRECISION = Precision.create(torch.device("cpu"), enabled=False)
 
@@ -69,15 +75,51 @@ def make_optimizers(cfg, G: nn.Module, D: nn.Module) -> tuple[torch.optim.Adam, 
     )
 
 
-def _update(optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, parameters) -> float:
-    """Backward, unscale, measure the gradient norm, step; returns the norm."""
+def _update(optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, parameters) -> tuple[float, bool]:
+    """Backward, unscale, measure the gradient norm, step; returns the norm and whether the step was skipped.
+
+    An enabled GradScaler skips the optimizer step when the scaled gradients overflowed (inf/NaN) and lowers its
+    scale: that is how fp16 loss scaling finds its scale, not divergence. The scale going down marks the skip.
+    """
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     norm = grad_norm(parameters)
+    scale = scaler.get_scale() if scaler.is_enabled() else None
     scaler.step(optimizer)
     scaler.update()
-    return norm
+    return norm, scale is not None and scaler.get_scale() < scale
+
+
+def update_stats(net: str, norm: float, skipped: bool, measured: dict[str, float]) -> dict[str, float]:
+    """An update's statistics: ``amp_skipped_<net>`` (1: the GradScaler skipped it, else 0), and the gradient norm
+    ``<net>_grad_norm`` with the penalties ``measured`` only for an applied update.
+
+    A skipped update's norm and penalties are those of an overflowing loss scale, so they are left out (the
+    interval means are over the applied updates) rather than reported as inf.
+    """
+    if skipped:
+        return {f"amp_skipped_{net}": 1.0}
+    return {**measured, f"{net}_grad_norm": norm, f"amp_skipped_{net}": 0.0}
+
+
+def logit_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor, boundary: Optional[float]) -> dict[str, float]:
+    """D's accuracies on real and fake logits about the loss's decision ``boundary``, and ``d_real_sign``:
+    E[sign(D(real) − boundary)], the overfitting measure that steers adaptive augmentation.
+
+    Without a boundary (wgan-gp, whose critic has an arbitrary offset) the accuracies are taken about the midpoint
+    of the batch's mean real and mean fake logits (how well the critic separates the batch) and there is no
+    ``d_real_sign``.
+    """
+    real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+    cut = (real_logits.mean() + fake_logits.mean()) / 2 if boundary is None else boundary
+    stats = {
+        "d_acc_real": float((real_logits > cut).float().mean()),
+        "d_acc_fake": float((fake_logits < cut).float().mean()),
+    }
+    if boundary is not None:
+        stats["d_real_sign"] = float((real_logits - boundary).sign().mean())
+    return stats
 
 
 def replaying_randomness(module: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -118,38 +160,35 @@ def discriminator_step(
     augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     r1_weight: float = 0.0,
 ) -> dict[str, float]:
-    """One D update on a real and a generated batch; returns D loss, accuracies, penalties and gradient norm.
+    """One D update on a real and a generated batch; returns D loss, accuracies, penalties, gradient norm and skip.
 
     ``fake`` may carry G's graph (to be reused by ``generator_step``); D sees it detached. ``augment``
-    (``gans.augment.Augment``) transforms both batches before D; penalties are taken on what D saw.
-    "Accuracy" counts logits on the right side of 0 (for hinge/WGAN/LSGAN a sign, not a probability);
-    ``d_real_sign`` is E[sign(D(real))], the overfitting measure that steers adaptive augmentation.
+    (``gans.augment.Augment``) transforms both batches before D. The WGAN-GP penalty is taken on interpolates of
+    what D saw; R1 w.r.t. the un-augmented reals, through the transform that made D's real batch (``r1_penalty``).
+    Accuracies and ``d_real_sign`` are about the loss's decision boundary (``logit_stats``); the gradient norm and
+    penalties are left out of a step the GradScaler skipped (``update_stats``).
     """
     fake = fake.detach()
-    if augment is not None:
-        real, fake = augment(real), augment(fake)
+    if r1_weight > 0:  # R1's gradient flows back through the augmentation to the reals
+        real = real.detach().requires_grad_(True)
+    seen_real, seen_fake = (augment(real), augment(fake)) if augment is not None else (real, fake)
     penalised = loss.gp_weight > 0 or r1_weight > 0
     with precision.autocast():
         if penalised:  # replays D(real)'s dropout masks: the penalty is on the function that was scored
             penalty_critic = replaying_randomness(D_plain or D, real.device)
-        real_logits, fake_logits = D(real).float(), D(fake).float()
+        real_logits, fake_logits = D(seen_real.detach()).float(), D(seen_fake).float()
         d_loss = loss.d_loss(real_logits, fake_logits, generator=generator)
         penalties = {}
         if loss.gp_weight > 0:
             penalties["gradient_penalty"] = gradient_penalty(
-                penalty_critic, real, fake, loss.gp_weight, precision.scaler_d
+                penalty_critic, seen_real, seen_fake, loss.gp_weight, precision.scaler_d
             )
         if r1_weight > 0:
-            penalties["r1_penalty"] = r1_penalty(penalty_critic, real, r1_weight, precision.scaler_d)
-    stats = {
-        "d_loss": float(d_loss.detach()),
-        "d_acc_real": float((real_logits > 0).float().mean()),
-        "d_acc_fake": float((fake_logits < 0).float().mean()),
-        "d_real_sign": float(real_logits.detach().sign().mean()),
-    }
-    stats.update({name: float(value.detach()) for name, value in penalties.items()})
-    stats["d_grad_norm"] = _update(opt_d, precision.scaler_d, d_loss + sum(penalties.values()), D.parameters())
-    return stats
+            penalties["r1_penalty"] = r1_penalty(penalty_critic, real, r1_weight, precision.scaler_d, seen=seen_real)
+    stats = {"d_loss": float(d_loss.detach()), **logit_stats(real_logits, fake_logits, loss.boundary)}
+    norm, skipped = _update(opt_d, precision.scaler_d, d_loss + sum(penalties.values()), D.parameters())
+    measured = {name: float(value.detach()) for name, value in penalties.items()}
+    return {**stats, **update_stats("d", norm, skipped, measured)}
 
 
 def generator_step(
@@ -161,7 +200,7 @@ def generator_step(
     precision: Precision = FULL_PRECISION,
     augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> dict[str, float]:
-    """One G update through a frozen D; ``fake`` is G(z) with its graph. Returns G loss and gradient norm.
+    """One G update through a frozen D; ``fake`` is G(z) with its graph. Returns G loss, gradient norm and skip.
 
     As in the DCGAN reference, G learns from the batch D was just updated on: one G forward per step.
     ``augment`` transforms ``fake`` as D's update did (G learns through the differentiable transforms).
@@ -172,10 +211,10 @@ def generator_step(
     try:
         with precision.autocast():
             g_loss = loss.g_loss(D_plain(fake).float())
-        norm = _update(opt_g, precision.scaler_g, g_loss, G.parameters())
+        norm, skipped = _update(opt_g, precision.scaler_g, g_loss, G.parameters())
     finally:
         D_plain.requires_grad_(True)
-    return {"g_loss": float(g_loss.detach()), "g_grad_norm": norm}
+    return {"g_loss": float(g_loss.detach()), **update_stats("g", norm, skipped, {})}
 
 
 def generate(G: nn.Module, z: torch.Tensor, precision: Precision = FULL_PRECISION, grad: bool = True) -> torch.Tensor:

@@ -1,14 +1,16 @@
-"""Stage ``evaluate``: exact FID/KID of the trained generators against the reference; picks the one to export.
+"""Stage ``evaluate``: exact FID/KID of the trained generator on held-out samples; picks the one to export.
 
-Scores the step-0 generator, the final EMA generator and, when training kept one, the EMA weights with
-the best in-training FID (``best``), each with standing BatchNorm statistics (``eval.standing_stats``:
-recomputed from its own samples, as export does). The better of final and best is ``selected``: export
-ships it, and its scores are the top-level ``fid``/``kid_*`` of ``paths.eval_metrics`` (DVC metrics).
-The selected generator is also scored on ``eval.fid_draws`` draws of samples (``fid_std``: the noise a
-difference must beat), with the training-time statistics (the effect of standing statistics), and by
-precision/recall. Failure modes (``gans.diagnosis``) found in the training history and in the samples are
-listed under ``diagnosis``. Also draws a sample grid of the selected generator from the fixed latents and
-the loss curves, with the diagnosed step ranges shaded.
+Selection and report never share samples. The final EMA generator and, when training kept one, the EMA
+weights with the best in-training FID (``best``) are scored on the selection draw (``eval.selection_seed``),
+each with standing BatchNorm statistics (``eval.standing_stats``: recomputed from its own samples, as export
+does); the better is ``selected`` and export ships it. Every reported figure comes from held-out draws
+(seeds ``eval.seed`` …, which neither the selection nor the in-training FID drew): FID with its
+bootstrap noise ``fid_std`` (real and generated features resampled), KID ± std, precision/recall at equal
+counts, sample diversity, and what this real set allows at all (two halves of it against each other, and
+FID∞). The step-0 generator is scored on the same held-out draw (``fid_ratio``). Failure modes
+(``gans.diagnosis``) found in the training history and in the samples are listed under ``diagnosis``.
+Also draws a sample grid of the selected generator from the fixed latents and the loss curves, with the
+diagnosed step ranges shaded. ``meta.seeds`` lists every seed.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import torch
 
 from gans import checkpoint
 from gans.cache import digest, read_entry, write_entry
-from gans.config import EvalConfig, GANConfig
+from gans.config import IN_TRAINING_FID_SEED, EvalConfig, GANConfig
 from gans.diagnosis import collapse_of, diagnose, g_loss_oscillation
 from gans.dist import fingerprint
 from gans.ema import standing_statistics
+from gans.metric_noise import achievable_floor, fid_infinity, fid_noise, precision_recall_equal
 from gans.metrics import (
     EXTRACTOR,
     FID_FORMULA,
@@ -34,7 +37,6 @@ from gans.metrics import (
     kid,
     load_reference,
     make_extractor,
-    precision_recall,
     sample_diversity,
 )
 from gans.plots import save_curves, save_grid
@@ -49,7 +51,7 @@ CURVES_FILE = "losses.png"
 def standing_settings(cfg: EvalConfig) -> Optional[dict[str, int]]:
     """The ``gans.ema.standing_statistics`` arguments evaluate uses (recorded in ``selected`` for export), or None."""
     return (
-        {"samples": cfg.standing_samples, "batch_size": cfg.batch_size, "seed": cfg.seed}
+        {"samples": cfg.standing_samples, "batch_size": cfg.batch_size, "seed": cfg.selection_seed}
         if cfg.standing_stats
         else None
     )
@@ -73,7 +75,9 @@ def initial_score_key(state: dict[str, Any], cfg: EvalConfig, reference_path: st
             "model": state["config"].model,
             "image_shape": state["config"].image_shape,
             "eval": {
-                key: getattr(cfg, key) for key in ("n_fake", "seed", "batch_size", "kid_subsets", "kid_subset_size")
+                "n_fake": cfg.n_fake,
+                "seed": cfg.report_seeds[0],
+                **{key: getattr(cfg, key) for key in ("batch_size", "kid_subsets", "kid_subset_size")},
             },
             "standing": standing_settings(cfg),
             "reference": hashlib.sha256(Path(reference_path).read_bytes()).hexdigest(),
@@ -82,6 +86,44 @@ def initial_score_key(state: dict[str, Any], cfg: EvalConfig, reference_path: st
             "torch": torch.__version__,
         }
     )
+
+
+def seeds_used(cfg: EvalConfig) -> dict[str, Any]:
+    """Every seed behind the metrics, by what it draws: the selection and held-out samples are disjoint draws."""
+    return {
+        "selection": cfg.selection_seed,
+        "in_training_fid": IN_TRAINING_FID_SEED,
+        "reported": list(cfg.report_seeds),
+        "bootstrap": cfg.seed,
+        "kid_subsets": cfg.seed,
+        "precision_recall_subsamples": cfg.seed,
+        "floor_splits": cfg.seed,
+        "standing_stats": cfg.selection_seed if cfg.standing_stats else None,
+    }
+
+
+def held_out_metrics(reference: dict[str, Any], features: torch.Tensor, cfg: EvalConfig) -> dict[str, Any]:
+    """Every reported figure of one held-out draw: FID with its bootstrap noise (``fid_std``: real and generated
+    features resampled, the uncertainty against the data; ``fid_std_generated``: generated only, the part two
+    generators scored against the same reference do not share), KID, precision/recall at equal counts, sample
+    diversity, and what is achievable on this real set (the floor, FID∞)."""
+    noise = fid_noise(reference, features, cfg.bootstrap, cfg.seed)
+    generated_noise = fid_noise(reference, features, cfg.bootstrap, cfg.seed, resample_real=False)
+    return {
+        "fid": fid(reference, features),
+        "fid_std": noise["fid_std"],
+        "fid_std_generated": generated_noise["fid_std"],
+        **kid(reference, features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed),
+        **precision_recall_equal(reference, features, cfg.prc_neighborhood, cfg.prc_subsets, cfg.seed),
+        **sample_diversity(features, reference["kid_features"]),
+        **achievable_floor(reference, features, cfg.floor_splits, cfg.seed),
+        **fid_infinity(reference, features, seed=cfg.seed),
+        "bootstrap": noise,
+    }
+
+
+DESCRIPTIVE_KEYS = ("bootstrap", "kid_subset_size", "prc_count", "prc_subsets", "floor_size", "floor_splits")
+"""Keys of ``held_out_metrics`` that describe how a figure was taken: ``meta``, not metrics."""
 
 
 def evaluate(params: Params) -> dict[str, Any]:
@@ -95,91 +137,86 @@ def evaluate(params: Params) -> dict[str, Any]:
     def features(generator: torch.nn.Module, seed: int) -> torch.Tensor:
         return features_of_generator(generator, trained.model.z_dim, cfg.n_fake, seed, extractor, cfg.batch_size)
 
-    candidates = [("initial", "G_init"), ("final", "G_ema")]
+    # Selection: final against the best in-training snapshot, on the selection draw only.
+    candidates = {"final": "G_ema"}
     best = state.get("best")
     if best is not None and int(best["step"]) != int(state["step"]):  # at the last step, best is final
-        candidates.append(("best_snapshot", "best"))
-    scores, generators, feature_sets = {}, {}, {}
-    initial_key = initial_score_key(state, cfg, params.paths.reference, extractor)
-    for label, key in candidates:
-        generator = generators[label] = evaluated_generator(state, key, cfg, device)
-        cached = read_entry(SCORES_FILE, initial_key) if label == "initial" else None
-        if cached is not None:
-            scores[label] = cached
+        candidates["best_snapshot"] = "best"
+    generators = {label: evaluated_generator(state, key, cfg, device) for label, key in candidates.items()}
+    selection_fids = {}
+    if len(candidates) > 1:
+        for label, generator in generators.items():
+            selection_fids[label] = fid(reference, features(generator, cfg.selection_seed))
             print(
-                f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f} (cached: these weights, "
-                f"samples and reference were scored on this machine before)",
+                f"[evaluate] selection draw (seed {cfg.selection_seed}): {label} FID {selection_fids[label]:.2f}",
                 flush=True,
             )
-            continue
-        feature_sets[label] = features(generator, cfg.seed)
-        scores[label] = {
-            "fid": fid(reference, feature_sets[label]),
-            **kid(reference, feature_sets[label], cfg.kid_subsets, cfg.kid_subset_size, cfg.seed),
-        }
-        print(f"[evaluate] {label} generator ({key}): FID {scores[label]['fid']:.2f}", flush=True)
-    write_entry(SCORES_FILE, initial_key, scores["initial"], "evaluate: the step-0 generator's FID and KID")
-
-    selected = min((label for label in scores if label != "initial"), key=lambda label: scores[label]["fid"])
-    chosen, selected_key = scores[selected], dict(candidates)[selected]
+    selected = min(selection_fids, key=selection_fids.get) if selection_fids else "final"
+    selected_key = candidates[selected]
     selected_step = int(state["step"]) if selected == "final" else int(best["step"])
-    fids = [chosen["fid"]] + [
-        fid(reference, features(generators[selected], cfg.seed + draw)) for draw in range(1, cfg.fid_draws)
-    ]
-    diversity = sample_diversity(feature_sets[selected], reference["kid_features"])
+
+    # Everything reported: held-out draws of the selected generator (and of the step-0 one, for the ratio).
+    draws = [features(generators[selected], seed) for seed in cfg.report_seeds]
+    held_out = held_out_metrics(reference, draws[0], cfg)
+    initial = initial_scores(state, cfg, params.paths.reference, reference, extractor, device)
+    draw_fids = [held_out["fid"]] + [fid(reference, draw) for draw in draws[1:]]
     metrics = {
-        "fid": chosen["fid"],
-        "fid_std": statistics.stdev(fids) if len(fids) > 1 else 0.0,
-        "fid_draws_mean": statistics.mean(fids),
-        "kid_mean": chosen["kid_mean"],
-        "kid_std": chosen["kid_std"],
-        **precision_recall(reference, feature_sets[selected], cfg.prc_neighborhood),
-        **diversity,
-        "fid_initial": scores["initial"]["fid"],
-        "kid_initial": scores["initial"]["kid_mean"],
-        "fid_ratio": chosen["fid"] / scores["initial"]["fid"],
-        "fid_final": scores["final"]["fid"],
+        **{key: value for key, value in held_out.items() if key not in DESCRIPTIVE_KEYS + ("fid_infinity_sizes",)},
+        **(
+            {"fid_draws_mean": statistics.mean(draw_fids), "fid_draws_std": statistics.stdev(draw_fids)}
+            if len(draw_fids) > 1
+            else {}
+        ),
+        "fid_initial": initial["fid"],
+        "kid_initial": initial["kid_mean"],
+        "fid_ratio": held_out["fid"] / initial["fid"],
         "step": int(state["step"]),
         "selected": {
             "weights": selected_key,
             "step": selected_step,
-            "fid": chosen["fid"],
+            "selection_fids": selection_fids,
             "fid_in_training": None
             if best is None
             else (best["fid"] if selected != "final" else _last_fid(state["history"])),
             "standing_stats": standing_settings(cfg),
         },
-        "diagnosis": _diagnosis(state, diversity, selected_step),
+        "diagnosis": _diagnosis(state, held_out, selected_step),
         "meta": {
             "n_real": reference["n"],
             "n_fake": cfg.n_fake,
+            "seeds": seeds_used(cfg),
             "extractor": EXTRACTOR,
             "extractor_mode": extractor.mode,
             "extractor_precision": extractor.decision.to_dict(),
             "training_precision": state.get("precision"),
-            "seed": cfg.seed,
             "resolution": trained.data.resolution,
+            "fid_noise": held_out["bootstrap"],
+            "floor": {
+                "what": "two disjoint random halves of the real features against each other, and the generated "
+                "features subsampled to one half's size against the other half",
+                "size_each": held_out["floor_size"],
+                "splits": held_out["floor_splits"],
+            },
+            "fid_infinity_sizes": held_out["fid_infinity_sizes"],
             "kid_subsets": cfg.kid_subsets,
-            "kid_subset_size": chosen["kid_subset_size"],
+            "kid_subset_size": held_out["kid_subset_size"],
             "generator": "G_ema",
             "fid_draws": cfg.fid_draws,
-            "fid_draw_seeds": [cfg.seed + draw for draw in range(cfg.fid_draws)],
             "precision_recall": {
-                "implementation": "torch_fidelity.metric_prc.prc_features_to_metric",
+                "implementation": "torch_fidelity.metric_prc.prc_features_to_metric, at equal counts",
                 "input_order": "generated first, real second",
                 "features": f"{EXTRACTOR} pool (2048)",
                 "neighborhood": cfg.prc_neighborhood,
-                "n_generated": cfg.n_fake,
-                "n_real": int(len(reference["kid_features"])),
+                "count_each": held_out["prc_count"],
+                "subsamples": held_out["prc_subsets"],
             },
         },
     }
     if cfg.standing_stats and cfg.training_stats_fid:
         live = checkpoint.load_generator(state, selected_key).to(device)
-        metrics["fid_training_bn_stats"] = fid(reference, features(live, cfg.seed))
+        metrics["fid_training_bn_stats"] = fid(reference, features(live, cfg.report_seeds[0]))
         metrics["meta"]["standing_samples"] = cfg.standing_samples
-    if "best_snapshot" in scores:
-        metrics["fid_best_snapshot"] = scores["best_snapshot"]["fid"]
+    if "best_snapshot" in candidates:
         metrics["best_snapshot_step"] = int(best["step"])
     write_json(params.paths.eval_metrics, metrics)
     for name, found in metrics["diagnosis"].items():
@@ -199,6 +236,32 @@ def evaluate(params: Params) -> dict[str, Any]:
         shaded={name: (found["start"], found["end"]) for name, found in metrics["diagnosis"].items()},
     )
     return metrics
+
+
+def initial_scores(
+    state: dict[str, Any], cfg: EvalConfig, reference_path: str, reference: dict[str, Any], extractor, device
+) -> dict[str, float]:
+    """FID and KID of the step-0 generator on the first held-out draw; cached per machine (``gans.cache``)."""
+    key = initial_score_key(state, cfg, reference_path, extractor)
+    cached = read_entry(SCORES_FILE, key)
+    if cached is not None:
+        print(
+            f"[evaluate] initial generator (G_init): FID {cached['fid']:.2f} (cached: these weights, samples and "
+            "reference were scored on this machine before)",
+            flush=True,
+        )
+        return cached
+    generator = evaluated_generator(state, "G_init", cfg, device)
+    features = features_of_generator(
+        generator, state["config"].model.z_dim, cfg.n_fake, cfg.report_seeds[0], extractor, cfg.batch_size
+    )
+    scores = {
+        "fid": fid(reference, features),
+        **kid(reference, features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed),
+    }
+    print(f"[evaluate] initial generator (G_init): FID {scores['fid']:.2f}", flush=True)
+    write_entry(SCORES_FILE, key, scores, "evaluate: the step-0 generator's FID and KID")
+    return scores
 
 
 def _diagnosis(state: dict[str, Any], diversity: dict[str, float], step: int) -> dict[str, Any]:
@@ -226,8 +289,11 @@ def main() -> None:
     metrics = evaluate(params)
     chosen = metrics["selected"]
     print(
-        f"[evaluate] selected {chosen['weights']} (step {chosen['step']}): FID {metrics['fid']:.2f} "
-        f"(initial {metrics['fid_initial']:.2f}) → {params.paths.eval_metrics}",
+        f"[evaluate] selected {chosen['weights']} (step {chosen['step']}); held-out draw (seed "
+        f"{metrics['meta']['seeds']['reported'][0]}): FID {metrics['fid']:.2f} ± {metrics['fid_std']:.2f} "
+        f"(initial {metrics['fid_initial']:.2f}), KID {metrics['kid_mean']:.4f} ± {metrics['kid_std']:.4f}; "
+        f"two halves of the real set score FID {metrics['fid_real_halves']:.2f}, this generator at their size "
+        f"{metrics['fid_generated_vs_half']:.2f} → {params.paths.eval_metrics}",
         flush=True,
     )
 

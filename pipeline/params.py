@@ -99,6 +99,7 @@ class RayConfig:
 
 SEARCHES = ("grid", "random")
 SCHEDULERS = ("asha", "fifo")
+SWEEP_METRICS = ("fid", "kid")
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,12 @@ class SweepConfig:
     once, which trial reaches a rung first (and so is never stopped there) depends on timing."""
     resume: bool = False
     """Continue an interrupted sweep (finished trials are not rerun) instead of starting fresh."""
+    seeds: Optional[tuple[int, ...]] = None
+    """Training seeds each configuration is repeated over (a grid axis; null: train.seed alone). The winner is
+    the configuration with the best mean over its seeds, and the noise of that mean is their spread."""
+    metric: str = "fid"
+    """What trials report to the scheduler and the winner is ranked by: fid, or kid (unbiased: suits a small
+    real set). Either is taken at a trial's last report, with its bootstrap noise."""
 
     def __post_init__(self) -> None:
         require_positive(
@@ -151,7 +158,11 @@ class SweepConfig:
         )
         if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise ConfigError(f"sweep.cpus_per_worker={self.cpus_per_worker} must be positive or null.")
-        for key, value, allowed in (("search", self.search, SEARCHES), ("scheduler", self.scheduler, SCHEDULERS)):
+        for key, value, allowed in (
+            ("search", self.search, SEARCHES),
+            ("scheduler", self.scheduler, SCHEDULERS),
+            ("metric", self.metric, SWEEP_METRICS),
+        ):
             if value not in allowed:
                 raise ConfigError(f"sweep.{key}={value!r} is not valid; allowed values: {', '.join(allowed)}.")
         for key in ("ttur_ratios", "losses") + (("models",) if self.models is not None else ()):
@@ -168,6 +179,13 @@ class SweepConfig:
             raise ConfigError(f"sweep.betas={list(self.betas)} must be two values in [0, 1) or null.")
         if self.n_critic is not None and self.n_critic < 1:
             raise ConfigError(f"sweep.n_critic={self.n_critic} must be positive or null.")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ConfigError(f"sweep.seeds={list(self.seeds)} must list distinct seeds, or be null (train.seed).")
+        if self.seeds is not None and len(self.seeds) > 1 and self.search != "grid":
+            raise ConfigError(
+                f"sweep.seeds lists {len(self.seeds)} seeds, which repeat grid points; use search: grid, "
+                "or one seed with search: random."
+            )
         if self.steps % self.fid_every:
             raise ConfigError(
                 f"sweep.steps={self.steps} must be a multiple of sweep.fid_every={self.fid_every}, "

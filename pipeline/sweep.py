@@ -2,14 +2,16 @@
 
 Each trial is a short training run (``sweep.steps``; in the trial's own process, or a Ray Train run of
 ``sweep.workers_per_trial`` DDP workers when that is above 1) that scores
-its EMA generator's FID every ``sweep.fid_every`` steps (fast extractor, ``train.fid_samples`` images) and
-reports it to Tune; ASHA stops the weak trials at rungs in steps; a trial whose losses turn NaN/inf fails
-and the sweep goes on. Writes:
+its EMA generator's FID and KID every ``sweep.fid_every`` steps (fast extractor, ``train.fid_samples`` images,
+each with its bootstrap noise) and reports them to Tune; ASHA stops the weak trials at rungs in steps on
+``sweep.metric``; a trial whose losses turn NaN/inf fails and the sweep goes on. ``sweep.seeds`` repeats
+every configuration over seeds. Writes:
 
 - ``paths.sweep_trials`` (CSV): one row per trial, swept and resolved values, the FID at every report,
   steps run, status (completed, stopped, failed), wall time, seed;
-- ``paths.sweep_metrics`` (DVC metrics): best FID and params, trials by status, trial-steps used;
-- ``paths.sweep_plots``: FID against step per trial and the best FID by ratio × loss (PNG), the curves as CSV;
+- ``paths.sweep_metrics`` (DVC metrics): the winner (by the last report, mean over seeds) with its noise and
+  its margin over the runner-up against the noise of that difference, trials by status, trial-steps used;
+- ``paths.sweep_plots``: FID against step per trial and the ranking figure by ratio × loss (PNG), the curves as CSV;
 - ``paths.sweep_best``: the winner's overrides of params.yaml, a params file of the train stage
   (``{}`` with ``sweep.enabled: false``: train then uses params.yaml as it is).
 
@@ -37,10 +39,10 @@ from pipeline.params import Params, RayConfig, SweepConfig, load_params, print_c
 from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.cluster import ray_session, storage_uri
 from pipeline.ray_runtime.trial import trains_in_trial
-from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO
+from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO, SEED
 from pipeline.sweep_report import (
-    METRIC,
     label,
+    margin_sentence,
     summarize,
     sweep_metrics,
     winner_overrides,
@@ -59,15 +61,21 @@ class SweepError(UserError):
 
 
 def grid_points(sweep: SweepConfig, base: GANConfig) -> list[dict[str, Any]]:
-    """Every combination of the grid, in a shuffled order (seed ``train.seed``).
+    """Every combination of the grid (× ``sweep.seeds`` when set), in a shuffled order (seed ``train.seed``).
 
     ASHA never stops the first trials to reach a rung (there is nothing to compare them with yet), so a
     fixed order would always spare the same corner of the grid (in list order, the smallest ratio).
     """
     models = sweep.models or (base.model.name,)
+    seeds = sweep.seeds or (base.train.seed,)
     points = [
-        {LOSS: loss, RATIO: float(ratio), **({MODEL: model} if sweep.models else {})}
-        for model, ratio, loss in itertools.product(models, sweep.ttur_ratios, sweep.losses)
+        {
+            LOSS: loss,
+            RATIO: float(ratio),
+            **({MODEL: model} if sweep.models else {}),
+            **({SEED: seed} if sweep.seeds else {}),
+        }
+        for model, ratio, loss, seed in itertools.product(models, sweep.ttur_ratios, sweep.losses, seeds)
     ]
     order = np.random.default_rng(base.train.seed).permutation(len(points))
     return [points[i] for i in order]
@@ -155,7 +163,7 @@ def run(params: Params) -> Optional[dict[str, Any]]:
             tuning.search_space(sweep, grid_points(sweep, params.gan)),
             ray_cfg,
             constants=constants,
-            metric=METRIC,
+            metric=sweep.metric,
             mode="min",
             max_concurrent=sweep.max_concurrent,
             scheduler=tuning.asha(sweep.steps, sweep.grace_steps, sweep.reduction_factor)
@@ -169,10 +177,10 @@ def run(params: Params) -> Optional[dict[str, Any]]:
     rows = summarize(outcomes, params)
     write_table(rows, paths.sweep_trials)
     write_plots(rows, params, paths.sweep_plots)
-    if not rows or rows[0]["best_fid"] is None:
+    if not rows or rows[0]["score"] is None:
         raise SweepError(
-            f"No trial of the sweep produced a finite FID ({len(rows)} trials, see {paths.sweep_trials}); "
-            "lower sweep.ttur_ratios or sweep.lr_g."
+            f"No trial of the sweep produced a finite {sweep.metric.upper()} ({len(rows)} trials, see "
+            f"{paths.sweep_trials}); lower sweep.ttur_ratios or sweep.lr_g."
         )
     metrics = {**sweep_metrics(rows, params), "wall_s": round(time.perf_counter() - started, 1)}
     write_json(paths.sweep_metrics, metrics)
@@ -191,11 +199,16 @@ def main() -> None:
             f"{metrics['failed']} failed; {100 * metrics['trial_steps_saved']:.0f}% of the grid's trial-steps saved",
             flush=True,
         )
+        seeds = f", mean of {best['seeds']} seeds" if best["seeds"] > 1 else ""
         print(
-            f"[sweep] winner {best['loss']} ×{best['ttur_ratio']:g} (trial {best['trial']}): FID {metrics['best_fid']:.2f} "
+            f"[sweep] winner {best['label']} (trial {best['trial']}): {metrics['metric'].upper()} "
+            f"{metrics['best_score']:.4g} ± {metrics['best_noise'] or 0:.2g} at step {best['steps']}{seeds} "
             f"→ {params.paths.sweep_best}",
             flush=True,
         )
+        sentence = margin_sentence(metrics)
+        if sentence:
+            print(f"[sweep] {sentence}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
 """The sweep stage's outputs, from its trials' outcomes: the trials table, the DVC metrics, the plots, the winner.
 
-``summarize`` turns ``tuning.TrialOutcome`` records into one row per trial (best first); ``write_table``
-(``trials.csv``), ``sweep_metrics``, ``write_plots`` (FID curves, the best-FID heat map, the curves as CSV) and
-``winner_overrides``/``write_winner`` (``best.yaml``, a params file of the train stage) write them.
+``summarize`` turns ``tuning.TrialOutcome`` records into one row per trial; ``rank_configurations`` groups the
+rows by configuration (the same values over ``sweep.seeds``) and ranks them by the mean of each trial's last
+report of ``sweep.metric`` (a trial that ASHA stopped ranks below those that trained longer), each with its
+noise: the bootstrap std of that report, or with several seeds the standard error of their mean.
+``sweep_metrics`` states the winner's margin over the runner-up against that noise; ``write_table``
+(``trials.csv``), ``write_plots`` (FID curves, the heat map of the ranking figure, the curves as CSV) and
+``winner_overrides``/``write_winner`` (``best.yaml``, a params file of the train stage) write the rest.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,56 +22,97 @@ import yaml
 from gans.atomic import atomic_file
 from gans.plots import save_heatmap, save_lines
 from pipeline.params import Params
-from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO, TrialOutcome
+from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO, SEED, TrialOutcome
 from pipeline.sweep_trial import trial_config
 
-METRIC = "fid"
-"""What the trials report and the sweep minimises."""
 CURVES_PNG, HEATMAP_PNG, CURVES_CSV = "fid_curves.png", "fid_heatmap.png", "fid_curves.csv"
 STATUSES = ("completed", "stopped", "failed")
+RESOLVING_SIGMAS = 2.0
+"""A margin is resolved when it exceeds this many standard deviations of the difference (about 95 %)."""
 
 
 def label(point: dict[str, Any]) -> str:
-    """A trial's short name: "hinge ×4" (with the model when models are searched)."""
+    """A trial's short name: "hinge ×4" (with the model when models are searched, the seed when seeds are)."""
     text = f"{point[LOSS]} ×{float(point[RATIO]):g}"
-    return f"{point[MODEL]} {text}" if MODEL in point else text
+    text = f"{point[MODEL]} {text}" if MODEL in point else text
+    return f"{text} seed {point[SEED]}" if SEED in point else text
 
 
 def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, Any]]:
-    """One row per trial, best first: swept and resolved values, status, the FID at every report."""
-    rows = []
+    """One row per trial: swept and resolved values, status, the FID at every report, and its ranking figure
+    ``score`` (``sweep.metric`` at its last report) with that report's bootstrap noise ``score_std``."""
+    metric, rows = params.sweep.metric, []
     for outcome in outcomes:
         cfg = trial_config(params.gan, params.sweep, outcome.point)
-        scored = [
-            (int(r["step"]), float(r[METRIC])) for r in outcome.reports if METRIC in r and r.get("step") is not None
-        ]
+        reports = [r for r in outcome.reports if "fid" in r and r.get("step") is not None]
+        scored = [(int(r["step"]), float(r["fid"])) for r in reports]
         finite = [fid for _, fid in scored if math.isfinite(fid)]
         steps_run = max((step for step, _ in scored), default=0)
         status = "failed" if outcome.error else "completed" if steps_run >= params.sweep.steps else "stopped"
         last = outcome.reports[-1] if outcome.reports else {}
-        row = {
-            "trial": outcome.trial_id,
-            "number": _trial_number(outcome.trial_id),
-            "status": status,
-            "model": cfg.model.name,
-            "loss": cfg.loss.name,
-            "ttur_ratio": float(outcome.point[RATIO]),
-            "lr_g": cfg.optim.lr_g,
-            "lr_d": cfg.optim.lr_d,
-            "betas_g": list(cfg.optim.betas_g),
-            "betas_d": list(cfg.optim.betas_d),
-            "n_critic": cfg.n_critic,
-            "seed": cfg.train.seed,
-            "steps_run": steps_run,
-            "best_fid": min(finite) if finite else None,
-            "final_fid": finite[-1] if finite and status != "failed" else None,
-            "wall_s": round(float(last.get("time_total_s", 0.0)), 1),
-            "error": outcome.error or "",
-            "fids": {step: fid for step, fid in scored if math.isfinite(fid)},
-        }
-        rows.append(row)
-    rows.sort(key=lambda row: (row["best_fid"] is None, row["best_fid"] or 0.0, row["trial"]))
+        final = reports[-1] if reports and status != "failed" else {}
+        score = final.get(metric)
+        rows.append(
+            {
+                "trial": outcome.trial_id,
+                "number": _trial_number(outcome.trial_id),
+                "status": status,
+                "model": cfg.model.name,
+                "loss": cfg.loss.name,
+                "ttur_ratio": float(outcome.point[RATIO]),
+                "lr_g": cfg.optim.lr_g,
+                "lr_d": cfg.optim.lr_d,
+                "betas_g": list(cfg.optim.betas_g),
+                "betas_d": list(cfg.optim.betas_d),
+                "n_critic": cfg.n_critic,
+                "seed": cfg.train.seed,
+                "steps_run": steps_run,
+                "score": float(score) if score is not None and math.isfinite(score) else None,
+                "score_std": final.get(f"{metric}_std"),
+                "best_fid": min(finite) if finite else None,
+                "final_fid": finite[-1] if finite and status != "failed" else None,
+                "wall_s": round(float(last.get("time_total_s", 0.0)), 1),
+                "error": outcome.error or "",
+                "fids": {step: fid for step, fid in scored if math.isfinite(fid)},
+            }
+        )
+    order = {id(row): rank for rank, config in enumerate(rank_configurations(rows)) for row in config["rows"]}
+    rows.sort(key=lambda row: (order[id(row)], row["score"] is None, row["score"] or 0.0, row["trial"]))
     return rows
+
+
+def configuration_key(row: dict[str, Any]) -> tuple:
+    """What a configuration is: everything a trial's row says about it except its seed."""
+    return (row["model"], row["loss"], row["ttur_ratio"], row["lr_g"], tuple(row["betas_g"]), row["n_critic"])
+
+
+def rank_configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The configurations, best first: ``score`` (mean over its seeds of each trial's last report), ``noise``
+    (one seed: that report's bootstrap std; several: their standard error), ``steps`` (the fewest any of its
+    scored trials ran) and its ``rows``. Longer-trained configurations rank first (ASHA stopped the others on
+    an earlier rung), then the lower score; a configuration without a score ranks last."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(configuration_key(row), []).append(row)
+    configurations = []
+    for members in groups.values():
+        scored = [row for row in members if row["score"] is not None]
+        scores = [row["score"] for row in scored]
+        if len(scores) > 1:
+            noise = statistics.stdev(scores) / math.sqrt(len(scores))
+        else:
+            noise = scored[0]["score_std"] if scored else None
+        configurations.append(
+            {
+                "rows": sorted(members, key=lambda row: (row["score"] is None, row["score"] or 0.0)),
+                "score": statistics.mean(scores) if scores else None,
+                "noise": noise,
+                "seeds": len(scores),
+                "steps": min((row["steps_run"] for row in scored), default=0),
+            }
+        )
+    configurations.sort(key=lambda c: (c["score"] is None, -c["steps"], c["score"] or 0.0))
+    return configurations
 
 
 def _trial_number(trial_id: str) -> Optional[int]:
@@ -101,28 +147,63 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
-    """The DVC metrics of a sweep: the winner, the trials by status and the trial-steps ASHA spent."""
-    sweep = params.sweep
-    winner = rows[0]
-    used, full = sum(row["steps_run"] for row in rows), len(rows) * sweep.steps
+def margin(configurations: list[dict[str, Any]], params: Params) -> dict[str, Any]:
+    """The winner's lead over the runner-up against the noise of that difference (``resolved`` beyond 2σ)."""
+    if len(configurations) < 2 or configurations[1]["score"] is None:
+        return {"runner_up": None, "margin": None, "margin_noise": None, "margin_resolved": None}
+    winner, runner_up = configurations[0], configurations[1]
+    lead = runner_up["score"] - winner["score"]
+    noise = math.hypot(winner["noise"] or 0.0, runner_up["noise"] or 0.0)
     return {
-        "best_fid": winner["best_fid"],
-        "best": {
-            key: winner[key]
-            for key in (
-                "trial",
-                "number",
-                "model",
-                "loss",
-                "ttur_ratio",
-                "lr_g",
-                "lr_d",
-                "betas_g",
-                "betas_d",
-                "n_critic",
-            )
+        "runner_up": {
+            "label": _configuration_label(runner_up, params),
+            "score": runner_up["score"],
+            "noise": runner_up["noise"],
+            "steps": runner_up["steps"],
         },
+        "margin": lead,
+        "margin_noise": noise,
+        "margin_resolved": bool(lead > RESOLVING_SIGMAS * noise),
+    }
+
+
+def margin_sentence(metrics: dict[str, Any]) -> Optional[str]:
+    """One sentence when the winner's margin over the runner-up is within the noise, else None."""
+    if metrics.get("margin_resolved") is not False:
+        return None
+    runner_up, name = metrics["runner_up"], metrics["metric"].upper()
+    return (
+        f"The winner leads {runner_up['label']} by {metrics['margin']:.4g} {name}, within the noise "
+        f"(±{metrics['margin_noise']:.2g} for the difference, {RESOLVING_SIGMAS:g}σ needed): the sweep cannot tell "
+        "them apart; repeat each over sweep.seeds or raise sweep.steps before trusting the order."
+    )
+
+
+def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
+    """The DVC metrics of a sweep: the winner with its noise and margin, the trials by status, the trial-steps
+    ASHA spent."""
+    sweep = params.sweep
+    configurations = rank_configurations(rows)
+    best, winner = configurations[0], configurations[0]["rows"][0]
+    used, full = sum(row["steps_run"] for row in rows), len(rows) * sweep.steps
+    fids = [row["final_fid"] for row in best["rows"] if row["final_fid"] is not None]
+    return {
+        "metric": sweep.metric,
+        "best_score": best["score"],
+        "best_noise": best["noise"],
+        "best_fid": statistics.mean(fids) if fids else None,
+        "best": {
+            **{
+                key: winner[key]
+                for key in ("trial", "number", "model", "loss", "ttur_ratio", "lr_g", "lr_d", "betas_g", "betas_d")
+            },
+            "n_critic": winner["n_critic"],
+            "label": _configuration_label(best, params),
+            "seeds": best["seeds"],
+            "steps": best["steps"],
+        },
+        **margin(configurations, params),
+        "configurations": len(configurations),
         "trials": len(rows),
         **{status: sum(row["status"] == status for row in rows) for status in STATUSES},
         "trial_steps": used,
@@ -135,8 +216,16 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
             "fid_every": sweep.fid_every,
             "fid_samples": params.gan.train.fid_samples,
             "fid_extractor_mode": "fast",
+            "ranking": f"mean over seeds of each trial's last {sweep.metric} report",
+            "noise": "one seed: the report's bootstrap std (real and generated features); several: standard error",
+            "seeds": list(sweep.seeds or (params.gan.train.seed,)),
         },
     }
+
+
+def _configuration_label(configuration: dict[str, Any], params: Params) -> str:
+    """ "hinge ×4": the configuration's label (without a seed)."""
+    return label(_point(configuration["rows"][0], params))
 
 
 def winner_overrides(winner: dict[str, Any], params: Params) -> dict[str, Any]:
@@ -159,7 +248,7 @@ def winner_overrides(winner: dict[str, Any], params: Params) -> dict[str, Any]:
         "number": winner["number"],
         "label": label(_point(winner, params)),
         "ttur_ratio": winner["ttur_ratio"],
-        "fid": round(winner["best_fid"], 2),
+        "fid": None if winner["final_fid"] is None else round(winner["final_fid"], 2),
         "steps": winner["steps_run"],
     }
     return overrides
@@ -176,7 +265,7 @@ def write_winner(overrides: dict[str, Any], path: str | Path) -> Path:
 
 
 def write_plots(rows: list[dict[str, Any]], params: Params, directory: str | Path) -> None:
-    """FID curves (stopped trials end in a cross), the best-FID heat map, and the curves as CSV for dvc plots."""
+    """FID curves (stopped trials end in a cross), the ranking figure's heat map, and the curves as CSV for dvc plots."""
     directory = Path(directory)
     series = [
         {
@@ -198,7 +287,7 @@ def write_plots(rows: list[dict[str, Any]], params: Params, directory: str | Pat
             ylabel="FID (in-training, fast)",
             title=f"sweep: {len(rows)} trials, {params.sweep.scheduler}",
         )
-        _save_best_fid_map(rows, directory / HEATMAP_PNG)
+        _save_score_map(rows, params, directory / HEATMAP_PNG)
     with atomic_file(directory / CURVES_CSV) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "status", "step", "fid"])
@@ -207,32 +296,31 @@ def write_plots(rows: list[dict[str, Any]], params: Params, directory: str | Pat
                 writer.writerow([label(_point(row, params)), row["status"], step, f"{fid:.6g}"])
 
 
-def _save_best_fid_map(rows: list[dict[str, Any]], path: Path) -> None:
-    """The best FID of each (loss, ratio) cell and how its trial ended; several per cell (models, draws): the best."""
+def _save_score_map(rows: list[dict[str, Any]], params: Params, path: Path) -> None:
+    """Each (loss, ratio) cell's ranking figure (``rank_configurations``) and how its trials ended; with several
+    models, the cell's best."""
     losses = sorted({row["loss"] for row in rows})
     ratios = sorted({row["ttur_ratio"] for row in rows})
-    best: dict[tuple[str, float], dict[str, Any]] = {}
-    for row in rows:
-        key, current = (row["loss"], row["ttur_ratio"]), best.get((row["loss"], row["ttur_ratio"]))
-        if current is None or (
-            row["best_fid"] is not None and (current["best_fid"] is None or row["best_fid"] < current["best_fid"])
-        ):
-            best[key] = row
+    cells: dict[tuple[str, float], dict[str, Any]] = {}
+    for configuration in reversed(rank_configurations(rows)):  # the better-ranked configuration of a cell wins
+        row = configuration["rows"][0]
+        cells[(row["loss"], row["ttur_ratio"])] = configuration
 
-    def note(row: Optional[dict[str, Any]]) -> str:
-        if row is None:
+    def note(configuration: Optional[dict[str, Any]]) -> str:
+        if configuration is None:
             return ""
-        return row["status"] if row["status"] != "stopped" else f"stopped @{row['steps_run']}"
+        statuses = sorted({row["status"] for row in configuration["rows"]})
+        return " ".join(s if s != "stopped" else f"stopped @{configuration['steps']}" for s in statuses)
 
     save_heatmap(
-        [[(best.get((loss, ratio)) or {}).get("best_fid") for ratio in ratios] for loss in losses],
+        [[(cells.get((loss, ratio)) or {}).get("score") for ratio in ratios] for loss in losses],
         losses,
         [f"{r:g}" for r in ratios],
         path,
         xlabel="TTUR ratio lr_d / lr_g",
         ylabel="loss",
-        title="best in-training FID per cell",
-        notes=[[note(best.get((loss, ratio))) for ratio in ratios] for loss in losses],
+        title=f"{params.sweep.metric.upper()} at each trial's last report (mean over seeds)",
+        notes=[[note(cells.get((loss, ratio))) for ratio in ratios] for loss in losses],
     )
 
 

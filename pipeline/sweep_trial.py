@@ -18,7 +18,7 @@ from gans.losses import recommended_betas
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime import trial
 from pipeline.ray_runtime.training import worker_threads
-from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO
+from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO, SEED
 from pipeline.worker import fit_with_ray, train_func_per_worker
 
 
@@ -26,7 +26,8 @@ def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> 
     """params.yaml's run with one point of the search space applied, shortened to the sweep's budget.
 
     lr_d = ratio × lr_g; betas are ``sweep.betas`` or the loss's known-good ones (hinge and wgan-gp:
-    (0, 0.9)) or params.yaml's; n_critic is ``sweep.n_critic`` or the loss's default (wgan-gp: 5).
+    (0, 0.9)) or params.yaml's; n_critic is ``sweep.n_critic`` or the loss's default (wgan-gp: 5); the seed is the
+    point's (``sweep.seeds``) or ``train.seed``.
     """
     lr_g = sweep.lr_g or base.optim.lr_g
     betas = sweep.betas or recommended_betas(point[LOSS])
@@ -39,6 +40,7 @@ def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> 
     )
     train = dataclasses.replace(
         base.train,
+        seed=int(point.get(SEED, base.train.seed)),
         steps=sweep.steps,
         fid_every=sweep.fid_every,
         snapshot_every=sweep.fid_every,

@@ -14,15 +14,12 @@ from typing import Any
 import torch
 
 from gans import checkpoint
-from gans.config import GANConfig
+from gans.config import IN_TRAINING_FID_SEED, GANConfig
 from gans.data import PreparedDataset
 from gans.loop import fit
 from gans.metrics import InTrainingFID, load_reference
 from pipeline.live import LiveLog
 from pipeline.ray_runtime import training as ray_training
-
-FID_SEED = 2027
-"""Seed of the in-training FID latents (not eval.seed: the sweep and the train stage use the same draws)."""
 
 
 def train_func_per_worker(config: dict[str, Any]) -> None:
@@ -48,7 +45,9 @@ def fit_with_ray(config: dict[str, Any], view: ray_training.WorkerView) -> dict[
 
     score = None
     if rank == 0 and cfg.train.fid_every and config.get("reference"):
-        score = InTrainingFID(load_reference(config["reference"]), cfg.train.fid_samples, seed=FID_SEED, device=device)
+        score = InTrainingFID(
+            load_reference(config["reference"]), cfg.train.fid_samples, seed=IN_TRAINING_FID_SEED, device=device
+        )
     log = None
     if rank == 0 and config.get("live_dir"):
         log = LiveLog(config["live_dir"], cfg.train.steps, resume=resume_state is not None)

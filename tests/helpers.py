@@ -172,6 +172,10 @@ TINY = {
         "kid_subset_size": 20,
         "grid_size": 16,
         "training_stats_fid": True,
+        "fid_draws": 2,
+        "bootstrap": 50,
+        "prc_subsets": 3,
+        "floor_splits": 3,
     },
 }
 """params.yaml overrides for a whole DAG in tens of seconds (``set_params``)."""

@@ -111,3 +111,16 @@ def test_adaptive_augmentation_in_the_loop_logs_p_and_resumes_bit_identically(ti
     resumed = fit(tiny_config(train={"steps": 8}, **sections), tiny_dataset, work_dir=tmp_path / "resumed", resume=half)
     assert resumed["augment_p"] == full["augment_p"]
     assert all(torch.equal(resumed["G"][key], full["G"][key]) for key in full["G"])
+
+
+def test_adaptive_augmentation_is_refused_with_a_loss_without_a_decision_boundary():
+    from gans.loop import check_config
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^augment\.adaptive=true needs a loss with a decision boundary and loss\.name='wgan-gp' has none "
+        r"\(its critic's offset is arbitrary\): use a fixed augment\.p or another loss\.$",
+    ):
+        check_config(tiny_config(loss={"name": "wgan-gp"}, augment={"adaptive": True}))
+    check_config(tiny_config(loss={"name": "wgan-gp"}, augment={"p": 0.5}))  # a fixed p is fine
+    check_config(tiny_config(loss={"name": "lsgan"}, augment={"adaptive": True}))  # lsgan's boundary is 0.5

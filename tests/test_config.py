@@ -93,3 +93,13 @@ def test_the_gpu_cluster_keys_default_to_sync_batchnorm_on_and_deterministic_off
     assert (TrainConfig().sync_batchnorm, TrainConfig().deterministic) == (True, False)
     with pytest.raises(ConfigError, match=r"^train\.deterministic='yes' must be true or false\.$"):
         GANConfig.from_dict({"train": {"deterministic": "yes"}})
+
+
+def test_ema_rampup_defaults_to_stylegan2_adas_and_accepts_null_or_zero():
+    from gans.config import TrainConfig
+
+    assert TrainConfig().ema_rampup == 0.05
+    assert GANConfig.from_dict({"train": {"ema_rampup": None}}).train.ema_rampup is None
+    assert GANConfig.from_dict({"train": {"ema_rampup": 0}}).train.ema_rampup == 0.0
+    with pytest.raises(ConfigError, match=r"^train\.ema_rampup=-0\.1 must be non-negative or null\.$"):
+        GANConfig.from_dict({"train": {"ema_rampup": -0.1}})

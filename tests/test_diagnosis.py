@@ -28,6 +28,7 @@ def _row(step, d_acc=0.7, g_loss=1.0, **extra):
         "g_loss": g_loss,
         "d_acc_real": d_acc,
         "d_acc_fake": d_acc,
+        "d_real_sign": 2 * d_acc - 1,
         "d_grad_norm": 2.0,
         "g_grad_norm": 1.0,
         **extra,
@@ -61,6 +62,14 @@ def test_convergence_failure_is_d_pinned_at_one_while_g_loss_rises():
     assert _names(HEALTHY[:10] + [_row(275 + 25 * i, d_acc=1.0, g_loss=3.0 + i) for i in range(5)]) == []
 
 
+def test_a_critic_without_a_decision_boundary_is_not_judged_for_convergence_failure():
+    """wgan-gp rows (accuracies about the critic's midpoint, no d_real_sign) pinned while G's loss rises: no verdict."""
+    pinned = HEALTHY[:10] + [_row(275 + 25 * i, d_acc=1.0, g_loss=3.0 + 0.1 * i) for i in range(20)]
+    assert _names(pinned) == ["convergence_failure"]
+    critic = [{key: value for key, value in row.items() if key != "d_real_sign"} for row in pinned]
+    assert _names(critic) == []
+
+
 def test_divergence_is_a_non_finite_or_exploding_loss_or_gradient():
     nan = HEALTHY[:10] + [_row(275, g_loss=math.nan)]
     (found,) = diagnose(nan)
@@ -68,6 +77,14 @@ def test_divergence_is_a_non_finite_or_exploding_loss_or_gradient():
     exploding = HEALTHY[:10] + [_row(275, d_grad_norm=5e4)] + HEALTHY[10:12]
     (found,) = diagnose(exploding)
     assert (found.name, found.start, found.evidence) == ("divergence", 275, {"d_grad_norm": 5e4})
+
+
+def test_divergence_is_also_an_fp16_loss_scale_below_one():
+    """Skipped fp16 updates leave no gradient norm; the scale they halve is the evidence once it falls below 1."""
+    calibrating = [_row(25 * i, amp_scale_d=2.0 ** (16 - 4 * i), amp_scale_g=2.0**16) for i in range(1, 5)]
+    assert _names(calibrating) == []  # down to 2^0: still a scale at which fp16 holds the gradients
+    (found,) = diagnose(calibrating + [_row(125, amp_scale_d=2.0**-4, amp_scale_g=2.0**16)])
+    assert (found.name, found.start, found.evidence) == ("divergence", 125, {"amp_scale_d": 2.0**-4})
 
 
 def test_mode_collapse_is_low_diversity_or_many_duplicates_at_the_latest_score():

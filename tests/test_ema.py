@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
-from gans.ema import make_ema, standing_statistics, update_ema
+from gans.ema import ema_decay_at, make_ema, standing_statistics, update_ema
 from gans.models import build_models
 from tests.helpers import tiny_config
 
@@ -49,3 +52,20 @@ def test_standing_statistics_are_the_exact_moments_of_the_generators_own_batchno
     again.load_state_dict(G.state_dict())
     standing_statistics(again, z_dim=8, samples=96, batch_size=32, seed=5)
     assert all(torch.equal(a, b) for a, b in zip(again.buffers(), G.buffers()))  # deterministic for a seed
+
+
+def test_the_ema_decay_ramps_up_as_in_stylegan2_ada_and_is_capped_by_ema_decay():
+    """Half-life min(H, step · rampup) steps with H = ln 0.5 / ln 0.995 ≈ 138.3: the ramp ends at step ≈ 2765.7."""
+    half_life = math.log(0.5) / math.log(0.995)
+    assert ema_decay_at(0, 0.995, 0.05) == 0.0  # G_ema becomes G
+    assert ema_decay_at(10, 0.995, 0.05) == 0.5**2  # half-life 0.5 steps
+    assert ema_decay_at(100, 0.995, 0.05) == pytest.approx(0.5 ** (1 / 5))
+    assert ema_decay_at(2765, 0.995, 0.05) == pytest.approx(0.5 ** (1 / 138.25))
+    assert ema_decay_at(2765, 0.995, 0.05) < 0.995
+    assert ema_decay_at(2766, 0.995, 0.05) == 0.995 == ema_decay_at(10**6, 0.995, 0.05)
+    assert 2765 < half_life / 0.05 < 2766
+    decays = [ema_decay_at(step, 0.995, 0.05) for step in range(0, 4000, 7)]
+    assert decays == sorted(decays) and max(decays) == 0.995
+    for off in (None, 0.0):
+        assert ema_decay_at(0, 0.995, off) == ema_decay_at(500, 0.995, off) == 0.995
+    assert ema_decay_at(50, 0.0, 0.05) == 0.0  # decay 0 copies G at every step, ramp or not

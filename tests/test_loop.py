@@ -10,7 +10,17 @@ from gans.diagnosis import DIAGNOSES
 from gans.loop import fit, step_seed
 from tests.helpers import tiny_config
 
-METRIC_KEYS = {"d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_grad_norm", "g_grad_norm"}
+METRIC_KEYS = {
+    "d_loss",
+    "g_loss",
+    "d_acc_real",
+    "d_acc_fake",
+    "d_real_sign",
+    "d_grad_norm",
+    "g_grad_norm",
+    "amp_skipped_d",
+    "amp_skipped_g",
+}
 
 
 def test_should_stop_ends_the_run_after_a_final_snapshot(tiny_dataset, tmp_path):
@@ -157,3 +167,77 @@ def test_the_deterministic_option_sets_torchs_flags_and_changes_nothing_on_the_c
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == loop.CUBLAS_WORKSPACE_CONFIG
     assert fingerprint(strict["G"]) == fingerprint(plain["G"]) and fingerprint(strict["D"]) == fingerprint(plain["D"])
+
+
+def test_updates_skipped_by_fp16_loss_scaling_are_counted_and_do_not_stop_the_run(tiny_dataset, tmp_path, monkeypatch):
+    """A GradScaler that starts far too high overflows, skips and halves its scale for ~28 steps, then trains."""
+    import math
+
+    import torch
+
+    from gans.plots import save_curves
+    from gans.step import Precision
+
+    def fp16(cls, device, decision):  # real GradScalers on the CPU, starting at 2^40 (fp16's range ends near 2^16)
+        return Precision(True, "cpu", torch.float16, *(torch.amp.GradScaler("cpu", init_scale=2.0**40) for _ in "dg"))
+
+    monkeypatch.setattr(Precision, "of", classmethod(fp16))
+    cfg = tiny_config(train={"steps": 40, "log_every": 8, "snapshot_every": 100, "amp": False, "channels_last": False})
+    state = fit(cfg, tiny_dataset, work_dir=tmp_path / "work")
+
+    first, last = state["history"][0], state["history"][-1]
+    assert (first["amp_skipped_d"], first["amp_skipped_g"]) == (1.0, 1.0)  # every update of steps 1–8 skipped
+    assert "d_grad_norm" not in first and "g_grad_norm" not in first  # no inf norm stands in for them
+    assert (last["amp_skipped_d"], last["amp_skipped_g"]) == (0.0, 0.0)
+    assert math.isfinite(last["d_grad_norm"]) and math.isfinite(last["g_grad_norm"])
+    assert state["step"] == 40 and state["stopped_by"] == [] and state["diagnosis"] == []
+    skips = sum(row["amp_skipped_d"] * 8 for row in state["history"])
+    assert 8 <= skips < 40 and state["scalers"]["d"]["scale"] == 2.0 ** (40 - skips)  # halved once per skip
+    assert last["amp_scale_d"] == 2.0 ** (40 - skips) >= 1
+    assert any(torch.ne(state["G"][key], state["G_init"][key]).any() for key in state["G_init"])  # G trained
+    save_curves(state["history"], tmp_path / "curves.png")  # rows without gradient norms still plot
+
+
+def test_updates_that_overflow_at_every_loss_scale_are_divergence(tiny_dataset, tmp_path, monkeypatch):
+    """R1 through a BatchNorm critic in fp16 gives non-finite gradients at any scale: the scale halves to below 1."""
+    import torch
+
+    from gans.step import Precision
+
+    monkeypatch.setattr(
+        Precision, "of", classmethod(lambda cls, device, decision: Precision.create(device, True, torch.float16))
+    )
+    cfg = tiny_config(
+        loss={"r1_weight": 1.0},
+        model={"d_norm": "batch"},
+        train={"steps": 40, "log_every": 8, "snapshot_every": 100, "amp": False, "channels_last": False},
+    )
+    state = fit(cfg, tiny_dataset, work_dir=tmp_path / "work")
+    assert [row["amp_skipped_d"] for row in state["history"]] == [1.0, 1.0, 1.0]
+    assert [row["amp_scale_d"] for row in state["history"]] == [2.0**8, 2.0**0, 2.0**-8]  # from 2^16, halved 8× a row
+    assert state["stopped_by"] == ["divergence"]
+    (found,) = state["diagnosis"]
+    assert (found["start"], found["evidence"]) == (24, {"amp_scale_d": 2.0**-8})
+
+
+def test_g_ema_starts_as_g_and_ramps_up_to_the_decay(tiny_dataset, tmp_path):
+    """train.ema_rampup: the decay at step 0 is 0, so after one step G_ema is G; without the ramp it is 0.9·G_init + 0.1·G."""
+    import torch
+
+    ramped = fit(tiny_config(train={"steps": 1, "ema_rampup": 0.05}), tiny_dataset, work_dir=tmp_path / "ramped")
+    assert all(torch.equal(ramped["G_ema"][key], ramped["G"][key]) for key in ramped["G"])
+    constant = fit(tiny_config(train={"steps": 1, "ema_rampup": None}), tiny_dataset, work_dir=tmp_path / "constant")
+    weights = [key for key, value in constant["G"].items() if value.is_floating_point() and "running" not in key]
+    assert weights and not all(torch.equal(constant["G_ema"][key], constant["G"][key]) for key in weights)
+    for key in weights:
+        expected = torch.lerp(constant["G_init"][key], constant["G"][key], 0.1)
+        assert torch.allclose(constant["G_ema"][key], expected, atol=1e-7), key
+    assert all(torch.equal(ramped["G"][key], constant["G"][key]) for key in ramped["G"])  # only G_ema differs
+
+
+def test_a_critic_without_a_decision_boundary_trains_with_fixed_augmentation(tiny_dataset, tmp_path):
+    """wgan-gp logs accuracies (about its critic's midpoint) but no d_real_sign; a fixed augment.p needs none."""
+    cfg = tiny_config(loss={"name": "wgan-gp"}, augment={"policy": ["translation"], "p": 0.5}, train={"steps": 2})
+    (row,) = fit(cfg, tiny_dataset, work_dir=tmp_path / "work")["history"]
+    assert {"d_acc_real", "d_acc_fake", "augment_p"} <= set(row) and "d_real_sign" not in row
+    assert row["augment_p"] == 0.5

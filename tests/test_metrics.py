@@ -181,3 +181,22 @@ def test_precision_recall_takes_generated_first():
     assert scores["f_score"] == pytest.approx(2 * scores["recall"] / (1 + scores["recall"]), rel=1e-4)
     same = metrics.precision_recall({"kid_features": real}, torch.from_numpy(real))
     assert same["precision"] == 1.0 and same["recall"] == 1.0
+
+
+def test_in_training_fid_reports_its_noise_and_kid(extractor, faces):
+    """``fid_std`` is ``fid_noise`` of the same features (real rows resampled: all 40 are in ``kid_features``), ``kid``
+    torch-fidelity's KID over 50 subsets of min(100, 40, 12) rows, all seeded by the score's seed."""
+    from gans.metric_noise import fid_noise
+
+    reference = metrics.reference_statistics(metrics.features_of_images(faces, extractor, verbose=False))
+    generator = torch.nn.Sequential(torch.nn.Linear(4, 32 * 32), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 32, 32)))
+    generator.z_dim = 4
+    score = metrics.InTrainingFID(reference, 12, seed=1, mode="exact")
+    score._extractor = extractor  # the module's extractor, not a second load
+    scores = score(generator)
+    features = metrics.features_of_generator(generator, 4, 12, seed=1, extractor=extractor, verbose=False)
+    assert set(scores) == {"fid", "fid_std", "kid", "kid_std", "diversity", "duplicates"}
+    assert scores["fid"] == metrics.fid(reference, features)
+    assert scores["fid_std"] == fid_noise(reference, features, replicates=100, seed=1)["fid_std"] > 0
+    expected = metrics.kid(reference, features, subsets=50, subset_size=12, seed=1)
+    assert (scores["kid"], scores["kid_std"]) == (expected["kid_mean"], expected["kid_std"])

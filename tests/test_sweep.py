@@ -23,6 +23,8 @@ from gans.data import write_prepared
 from gans.metrics import features_of_images, make_extractor, reference_statistics, save_reference
 from pipeline import sweep as sweep_stage
 from pipeline.params import Params, PathsConfig, RayConfig, SweepConfig, load_params, parse_params
+from pipeline.ray_runtime.tuning import TrialOutcome
+from pipeline.sweep_report import margin_sentence, summarize, sweep_metrics
 from tests.conftest import lfw_photo
 from tests.helpers import tiny_config
 
@@ -69,6 +71,9 @@ def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
         ),
         ({"steps": 500, "fid_every": 200}, r"^sweep\.steps=500 must be a multiple of sweep\.fid_every=200"),
         ({"scheduler": "pbt"}, r"^sweep\.scheduler='pbt' is not valid; allowed values: asha, fifo\.$"),
+        ({"metric": "is"}, r"^sweep\.metric='is' is not valid; allowed values: fid, kid\.$"),
+        ({"seeds": [1, 1]}, r"^sweep\.seeds=\[1, 1\] must list distinct seeds, or be null \(train\.seed\)\.$"),
+        ({"seeds": [0, 1], "search": "random"}, r"^sweep\.seeds lists 2 seeds, which repeat grid points"),
     ],
 )
 def test_bad_sweep_params_are_one_sentence_naming_the_key(section, message):
@@ -100,6 +105,67 @@ def test_names_in_the_space_and_the_reference_are_checked_before_any_trial(tmp_p
         Exception, match=r"^No reference statistics at .*missing\.npz; run the reference stage first\.$"
     ):
         sweep_stage.check_sweep(params())
+
+
+def outcome(number: int, loss: str, ratio: float, last: list[float], noise: float, seed=None, error=None):
+    """A trial's outcome as Tune hands it over: a report every 200 steps, each with its bootstrap noise."""
+    point = {"loss": loss, "ttur_ratio": ratio, **({"seed": seed} if seed is not None else {})}
+    reports = [
+        {"step": 200 * (i + 1), "fid": fid, "fid_std": noise, "kid": fid / 1e3, "kid_std": noise / 1e3}
+        for i, fid in enumerate(last)
+    ]
+    return TrialOutcome(f"trial_{number:05d}", point, reports, error)
+
+
+SHORT_SWEEP = {"sweep": {"steps": 600, "fid_every": 200, "grace_steps": 200}}
+
+
+def test_the_ranking_takes_each_trials_last_report_and_states_a_margin_within_the_noise():
+    params = parse_params(SHORT_SWEEP)
+    outcomes = [
+        outcome(0, "bce", 1, [380, 390, 395], 4.0),  # the best FID ever, but not at the end
+        outcome(1, "hinge", 4, [400, 392, 390], 4.0),  # the best last report: the winner
+        outcome(2, "bce", 4, [300], 1.0),  # stopped by ASHA at step 200: ranks below every completed trial
+        outcome(3, "hinge", 1, [390, 410], 1.0, error="TrainingStopped: diverged"),
+    ]
+    rows = summarize(outcomes, params)
+    assert [row["number"] for row in rows] == [1, 0, 2, 3]
+    assert [row["status"] for row in rows] == ["completed", "completed", "stopped", "failed"]
+    metrics = sweep_metrics(rows, params)
+    assert metrics["best"]["label"] == "hinge ×4" and metrics["best_score"] == 390 and metrics["best_noise"] == 4
+    assert metrics["runner_up"]["label"] == "bce ×1" and metrics["margin"] == 5
+    assert metrics["margin_noise"] == pytest.approx(math.hypot(4, 4)) and metrics["margin_resolved"] is False
+    assert margin_sentence(metrics).startswith("The winner leads bce ×1 by 5 FID, within the noise (±5.7")
+
+
+def test_a_margin_beyond_two_sigma_is_resolved_and_kid_can_rank():
+    params = parse_params({"sweep": {**SHORT_SWEEP["sweep"], "metric": "kid"}})
+    rows = summarize([outcome(0, "bce", 1, [400, 390, 380], 3.0), outcome(1, "hinge", 4, [400, 390, 350], 3.0)], params)
+    metrics = sweep_metrics(rows, params)
+    assert metrics["metric"] == "kid" and metrics["best"]["label"] == "hinge ×4"
+    assert metrics["best_score"] == pytest.approx(0.350) and metrics["best_fid"] == 350
+    assert metrics["margin"] == pytest.approx(0.030) and metrics["margin_resolved"] is True
+    assert margin_sentence(metrics) is None
+
+
+def test_seeds_repeat_each_configuration_and_the_winner_is_the_best_mean():
+    params = parse_params({"sweep": {**SHORT_SWEEP["sweep"], "seeds": [0, 1], "ttur_ratios": [1, 4]}})
+    grid = sweep_stage.grid_points(params.sweep, params.gan)
+    assert len(grid) == 8 and {point["seed"] for point in grid} == {0, 1}
+    assert sweep_stage.trial_config(params.gan, params.sweep, {**grid[0], "seed": 1}).train.seed == 1
+    outcomes = [
+        outcome(0, "bce", 1, [380, 370, 360], 9.0, seed=0),  # one lucky seed: 360 …
+        outcome(1, "bce", 1, [380, 390, 400], 9.0, seed=1),  # … but a mean of 380
+        outcome(2, "hinge", 4, [380, 375, 372], 9.0, seed=0),
+        outcome(3, "hinge", 4, [380, 375, 374], 9.0, seed=1),  # a mean of 373: the winner
+    ]
+    rows = summarize(outcomes, params)
+    metrics = sweep_metrics(rows, params)
+    assert metrics["best"]["label"] == "hinge ×4" and metrics["best"]["seeds"] == 2
+    assert metrics["best_score"] == 373 and metrics["best_noise"] == pytest.approx(math.sqrt(2) / math.sqrt(2))
+    assert metrics["runner_up"]["score"] == 380 and metrics["runner_up"]["noise"] == pytest.approx(40 / 2**0.5 / 2**0.5)
+    assert metrics["configurations"] == 2 and metrics["trials"] == 4 and metrics["margin_resolved"] is False
+    assert [row["number"] for row in rows] == [2, 3, 0, 1]
 
 
 def test_trials_that_cannot_all_get_their_workers_are_refused():
@@ -256,10 +322,11 @@ def test_asha_stops_the_configuration_that_cannot_learn_and_a_diverged_trial_fai
     assert {row["seed"] for row in rows} == {str(params.gan.train.seed)}
 
 
-def test_the_winner_is_the_trial_with_the_lowest_fid_in_the_table(asha_sweep):
+def test_the_winner_is_the_trial_with_the_lowest_last_report_in_the_table(asha_sweep):
     params, metrics, rows = asha_sweep
-    scored = [row for row in rows if row["best_fid"]]
-    best_row = min(scored, key=lambda row: float(row["best_fid"]))
+    completed = [row for row in rows if row["status"] == "completed" and row["score"]]
+    best_row = min(completed, key=lambda row: float(row["score"]))
+    assert rows[0]["trial"] == best_row["trial"]  # the table lists the winner first
     winner = yaml.safe_load(Path(params.paths.sweep_best).read_text())
     assert best_row["trial"] == metrics["best"]["trial"] and best_row["trial"].endswith(
         f"_{winner['trial']['number']:05d}"
@@ -267,11 +334,15 @@ def test_the_winner_is_the_trial_with_the_lowest_fid_in_the_table(asha_sweep):
     assert winner["trial"]["label"] == f"{best_row['loss']} ×{float(best_row['ttur_ratio']):g}"
     assert winner["loss"] == {"name": best_row["loss"]}
     assert winner["optim"]["lr_d"] == pytest.approx(float(best_row["lr_d"]))
+    assert metrics["metric"] == "fid" and metrics["best_score"] == pytest.approx(float(best_row["score"]), abs=1e-3)
     assert (
         winner["trial"]["fid"]
-        == pytest.approx(float(best_row["best_fid"]), abs=0.01)
+        == pytest.approx(float(best_row["final_fid"]), abs=0.01)
         == pytest.approx(metrics["best_fid"], abs=0.01)
     )
+    # Each report carries its bootstrap noise; the margin over the runner-up is stated against it.
+    assert float(best_row["score_std"]) > 0 and metrics["best_noise"] == pytest.approx(float(best_row["score_std"]))
+    assert metrics["margin"] >= 0 and metrics["margin_noise"] > 0 and isinstance(metrics["margin_resolved"], bool)
     # The winner's values pass the config checks as train will apply them.
     parse_params({**TINY_GAN, **{k: v for k, v in winner.items() if k != "trial"}})
     # Plots: curves and heat map as PNG, curves as CSV for dvc plots (one row per report of a scored trial).

@@ -209,4 +209,8 @@ def test_mixed_precision_and_channels_last_train_on_cuda(datasets, tmp_path):
     )
     state = fit(cfg, datasets[64], work_dir=tmp_path, device="cuda")
     assert all(math.isfinite(v) for row in state["history"] for v in row.values())
-    assert state["scalers"]["d"]["scale"] > 0 and state["scalers"]["g"]["scale"] > 0
+    assert state["precision"]["amp"] and state["precision"]["channels_last"]
+    if state["precision"]["dtype"] == "float16":  # loss scaling; bfloat16 (native on Ampere and later) needs none
+        assert state["scalers"]["d"]["scale"] > 0 and state["scalers"]["g"]["scale"] > 0
+    else:
+        assert state["precision"]["dtype"] == "bfloat16" and state["scalers"] == {"d": {}, "g": {}}

@@ -27,7 +27,7 @@ from pipeline.ray_runtime.trial import trains_in_trial
 TUNE_RUN = "tune"
 """Name of the Tune experiment under a sweep's storage (its trials' Train runs sit beside it, ``trial-<id>``)."""
 
-LOSS, RATIO, MODEL = "loss", "ttur_ratio", "model"
+LOSS, RATIO, MODEL, SEED = "loss", "ttur_ratio", "model", "seed"
 """The keys of a search-space point (a trial's ``config["point"]``)."""
 
 
