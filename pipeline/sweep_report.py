@@ -39,8 +39,9 @@ def label(point: dict[str, Any]) -> str:
 
 
 def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, Any]]:
-    """One row per trial: swept and resolved values, status, the FID at every report, and its ranking figure
-    ``score`` (``sweep.metric`` at its last report) with that report's bootstrap noise ``score_std``."""
+    """One row per trial, the winner's first: swept and resolved values, status, the FID at every report, its
+    ranking figure ``score`` (``sweep.metric`` at its last report) with that report's bootstrap noise
+    ``score_std``, and its configuration's ``rank``, ``config_score`` (mean over seeds) and ``config_noise``."""
     metric, rows = params.sweep.metric, []
     for outcome in outcomes:
         cfg = trial_config(params.gan, params.sweep, outcome.point)
@@ -76,7 +77,11 @@ def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, An
                 "fids": {step: fid for step, fid in scored if math.isfinite(fid)},
             }
         )
-    order = {id(row): rank for rank, config in enumerate(rank_configurations(rows)) for row in config["rows"]}
+    order = {}
+    for rank, configuration in enumerate(rank_configurations(rows), start=1):
+        for row in configuration["rows"]:
+            order[id(row)] = rank
+            row.update(rank=rank, config_score=configuration["score"], config_noise=configuration["noise"])
     rows.sort(key=lambda row: (order[id(row)], row["score"] is None, row["score"] or 0.0, row["trial"]))
     return rows
 
@@ -204,6 +209,16 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
         },
         **margin(configurations, params),
         "configurations": len(configurations),
+        "ranking": [
+            {
+                "label": _configuration_label(c, params),
+                "score": c["score"],
+                "noise": c["noise"],
+                "seeds": c["seeds"],
+                "steps": c["steps"],
+            }
+            for c in configurations
+        ],
         "trials": len(rows),
         **{status: sum(row["status"] == status for row in rows) for status in STATUSES},
         "trial_steps": used,

@@ -166,6 +166,11 @@ def test_seeds_repeat_each_configuration_and_the_winner_is_the_best_mean():
     assert metrics["runner_up"]["score"] == 380 and metrics["runner_up"]["noise"] == pytest.approx(40 / 2**0.5 / 2**0.5)
     assert metrics["configurations"] == 2 and metrics["trials"] == 4 and metrics["margin_resolved"] is False
     assert [row["number"] for row in rows] == [2, 3, 0, 1]
+    assert [(row["rank"], row["config_score"]) for row in rows] == [(1, 373), (1, 373), (2, 380), (2, 380)]
+    assert [(entry["label"], entry["score"], entry["seeds"]) for entry in metrics["ranking"]] == [
+        ("hinge ×4", 373, 2),
+        ("bce ×1", 380, 2),
+    ]
 
 
 def test_trials_that_cannot_all_get_their_workers_are_refused():
