@@ -7,11 +7,12 @@ photos (sources, face crops, the streamed writer) is ``gans.prepare``'s job; tra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -74,13 +75,45 @@ class PreparedDataset:
         return tuple(self.images.shape[1:])
 
     def uint8(self, indices: Optional[Iterable[int]] = None) -> torch.Tensor:
-        """uint8 images [n, C, R, R] (all of them when ``indices`` is None)."""
-        selected = self.images if indices is None else self.images[np.asarray(list(indices))]
-        return torch.from_numpy(np.array(selected))
+        """uint8 images [n, C, R, R]: those at ``indices`` (only their rows are read), or all of them when None."""
+        if indices is None:
+            return torch.from_numpy(np.array(self.images))
+        return torch.from_numpy(np.asarray(self.images[np.asarray(list(indices), dtype=np.int64)]))
 
     def batch(self, indices: Iterable[int]) -> torch.Tensor:
-        """float images in [-1, 1], [n, C, R, R]."""
+        """float images in [-1, 1], [n, C, R, R]; only the rows at ``indices`` are read."""
         return to_unit_range(self.uint8(indices))
+
+    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+        """Every image in order, as uint8 tensors of ``size`` images (the last one shorter), one chunk in memory.
+
+        Each chunk is read from the file (``numpy.fromfile``), not through the memory map, so the pages read do
+        not stay in this process's resident memory: a pass over N images holds one chunk whatever N is.
+        """
+        if size < 1:
+            raise DatasetError(f"Chunks must hold at least 1 image, got {size}.")
+        if not self.images.flags.c_contiguous:  # a Fortran-order file: read through the map
+            for start in range(0, len(self), size):
+                yield torch.from_numpy(np.array(self.images[start : start + size]))
+            return
+        per_image = int(np.prod(self.image_shape))
+        with open(self.path / IMAGES_FILE, "rb") as file:
+            file.seek(self.images.offset)
+            for start in range(0, len(self), size):
+                count = min(size, len(self) - start)
+                rows = np.fromfile(file, dtype=np.uint8, count=count * per_image)  # np.load checked the file's size
+                yield torch.from_numpy(rows.reshape(count, *self.image_shape))
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of epoch ``epoch``: a permutation of range(n) seeded by (seed, epoch), read-only.
+
+    Cached (this epoch's and the next, which a batch may straddle into), so a batch costs O(batch size), not O(n).
+    """
+    permutation = np.random.default_rng([seed, epoch]).permutation(n)
+    permutation.flags.writeable = False
+    return permutation
 
 
 def batch_indices(batch: int, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
@@ -97,8 +130,7 @@ def batch_indices(batch: int, n: int, batch_size: int, seed: int, rank: int = 0,
     epochs = positions // per_rank
     out = np.empty(batch_size, dtype=np.int64)
     for epoch in np.unique(epochs):
-        permutation = np.random.default_rng([seed, int(epoch)]).permutation(n)
-        shard = permutation[rank::world_size][:per_rank]
+        shard = epoch_permutation(seed, int(epoch), n)[rank::world_size][:per_rank]
         mask = epochs == epoch
         out[mask] = shard[positions[mask] % per_rank]
     return out

@@ -17,7 +17,7 @@ import importlib.util
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
@@ -373,7 +373,13 @@ class InTrainingFID:
         }
 
 
-def reference_statistics(features: torch.Tensor, max_kid_features: int = 10_000, seed: int = 0) -> dict[str, Any]:
+MAX_KID_FEATURES = 10_000
+"""Most real feature rows a reference keeps (``kid_features``) for KID, precision/recall and the noise estimates."""
+
+
+def reference_statistics(
+    features: torch.Tensor, max_kid_features: int = MAX_KID_FEATURES, seed: int = 0
+) -> dict[str, Any]:
     """What evaluation needs of the real set: FID's mean and covariance plus a subset of features for KID."""
     if features.shape[0] < 2:
         raise MetricsError("FID needs at least 2 real images.")
@@ -387,6 +393,95 @@ def reference_statistics(features: torch.Tensor, max_kid_features: int = 10_000,
         "kid_features": keep.numpy().astype(np.float32),
         "n": int(features.shape[0]),
     }
+
+
+class StreamingStatistics:
+    """``reference_statistics`` of ``n`` feature rows that arrive in chunks (``add``), without holding them all.
+
+    The mean and covariance accumulate in float64 by Chan et al.'s pairwise update: each block of ``block`` rows
+    gets its own mean and centred scatter matrix, merged with the running ones (blocks rather than each chunk:
+    the d × d product costs per call as much for 50 rows as for several hundred). Memory is d × d float64 and one
+    block whatever ``n`` is. The rows kept for ``kid_features`` are the ones ``reference_statistics`` keeps: all
+    of them when ``n ≤ max_kept``, else the positions ``default_rng(seed).choice(n, max_kept, replace=False)``,
+    in that order, copied as the chunks holding them pass.
+    """
+
+    def __init__(self, n: int, max_kept: int = MAX_KID_FEATURES, seed: int = 0, block: int = 512) -> None:
+        if n < 2:
+            raise MetricsError("FID needs at least 2 real images.")
+        self.n, self.count, self.block = n, 0, block
+        self._pending: list[np.ndarray] = []
+        self._merged = 0
+        self.mean: Optional[np.ndarray] = None
+        self.scatter: Optional[np.ndarray] = None
+        """Σ (x − mean)(x − mean)ᵀ over the rows added so far."""
+        chosen = np.arange(n) if n <= max_kept else np.random.default_rng(seed).choice(n, max_kept, replace=False)
+        self._slots = np.argsort(chosen, kind="stable")  # where each chosen row goes in ``kept``, by position
+        self._positions = chosen[self._slots]  # the chosen positions, ascending
+        self.kept: Optional[np.ndarray] = None
+
+    def add(self, features: torch.Tensor | np.ndarray) -> None:
+        """Add the next rows [m, d] (rows ``count`` … ``count + m − 1`` of the ``n``)."""
+        chunk = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+        if chunk.ndim != 2 or self.count + chunk.shape[0] > self.n:
+            raise MetricsError(f"{self.count} of {self.n} rows seen; cannot add a chunk of shape {chunk.shape}.")
+        if chunk.shape[0] == 0:
+            return
+        self._keep(chunk)
+        self._pending.append(chunk.astype(np.float64))
+        self.count += chunk.shape[0]
+        if self.count - self._merged >= self.block:
+            self._merge_pending()
+
+    def _keep(self, chunk: np.ndarray) -> None:
+        if self.kept is None:
+            self.kept = np.empty((len(self._positions), chunk.shape[1]), dtype=np.float32)
+        lo, hi = np.searchsorted(self._positions, [self.count, self.count + chunk.shape[0]])
+        self.kept[self._slots[lo:hi]] = chunk[self._positions[lo:hi] - self.count]
+
+    def _merge_pending(self) -> None:
+        rows = np.concatenate(self._pending)
+        self._pending = []
+        before, m = self._merged, rows.shape[0]
+        self._merged += m
+        mean = rows.mean(axis=0)
+        centred = rows - mean
+        scatter = centred.T @ centred
+        if self.mean is None:
+            self.mean, self.scatter = mean, scatter
+            return
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (m / self._merged)
+        self.scatter += scatter
+        self.scatter += np.outer(delta, delta) * (before * m / self._merged)
+
+    def result(self) -> dict[str, Any]:
+        """``mu``, ``sigma`` (covariance, n − 1 in the denominator), ``kid_features`` (float32) and ``n``."""
+        if self.count != self.n:
+            raise MetricsError(f"Only {self.count} of the {self.n} rows were added.")
+        if self._pending:
+            self._merge_pending()
+        return {"mu": self.mean, "sigma": self.scatter / (self.n - 1), "kid_features": self.kept, "n": self.n}
+
+
+def streamed_reference_statistics(
+    chunks: Iterable[torch.Tensor],
+    n: int,
+    extractor: InceptionFeatures,
+    max_kid_features: int = MAX_KID_FEATURES,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """``reference_statistics`` of the Inception features of ``n`` uint8 images [m, C, H, W] given in chunks.
+
+    Features exist one chunk at a time (``StreamingStatistics``); the chunks must hold ``n`` images in all.
+    """
+    statistics = StreamingStatistics(n, max_kid_features, seed)
+    with tqdm(total=n, disable=not verbose, leave=False, unit="images", desc="Inception features") as bar:
+        for images in chunks:
+            statistics.add(extractor(images))
+            bar.update(images.shape[0])
+    return statistics.result()
 
 
 FID_FORMULA = "torch-fidelity's, trace of the square root from a symmetric eigenproblem"

@@ -1,11 +1,16 @@
-"""Stage ``reference``: Inception statistics of the prepared real images (DVC caches them per data hash)."""
+"""Stage ``reference``: Inception statistics of the prepared real images (DVC caches them per data hash).
+
+The images are read in chunks of ``eval.batch_size`` and their features folded into running statistics
+(``gans.metrics.streamed_reference_statistics``), so memory does not grow with the number of images: one chunk of
+images and features, the d × d covariance and at most ``gans.metrics.MAX_KID_FEATURES`` kept feature rows.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from gans.data import PreparedDataset
-from gans.metrics import EXTRACTOR, features_of_images, make_extractor, reference_statistics, save_reference
+from gans.metrics import EXTRACTOR, make_extractor, save_reference, streamed_reference_statistics
 from pipeline.params import load_params, print_config, run_stage
 
 
@@ -14,8 +19,8 @@ def main() -> None:
     print_config("reference", params.eval)
     dataset = PreparedDataset(params.paths.prepared)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    features = features_of_images(dataset.uint8(), make_extractor(device), params.eval.batch_size)
-    reference = reference_statistics(features)
+    batch_size = params.eval.batch_size
+    reference = streamed_reference_statistics(dataset.chunks(batch_size), len(dataset), make_extractor(device))
     meta = {"extractor": EXTRACTOR, "n_real": reference["n"], "dataset_sha256": dataset.manifest.get("content_sha256")}
     save_reference(params.paths.reference, reference, meta)
     print(f"[reference] {reference['n']} real images → {params.paths.reference}", flush=True)
