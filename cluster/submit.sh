@@ -60,8 +60,27 @@ checkout="$job_dir/$exp"
 runtime_env="$(python3 -c 'import json, sys; print(json.dumps({"env_vars": {"PYTHONPATH": sys.argv[1]}}))' "$checkout")"
 submit=(ray job submit --address "$address" --submission-id "$exp" --working-dir cluster --runtime-env-json "$runtime_env")
 $wait || submit+=(--no-wait)
-if ! "${submit[@]}" -- bash job.sh --git-url "$git_url" --git-ref "refs/gan-jobs/$exp" --commit "$commit" \
-  --dvc-remote "$dvc_remote" --dvc-url "$dvc_url" --name "$exp" --checkout "$checkout" ${job_args[@]+"${job_args[@]}"}; then
+submit+=(-- bash job.sh --git-url "$git_url" --git-ref "refs/gan-jobs/$exp" --commit "$commit"
+  --dvc-remote "$dvc_remote" --dvc-url "$dvc_url" --name "$exp" --checkout "$checkout" ${job_args[@]+"${job_args[@]}"})
+# A head node that has just started answers "No available agent to submit job" until its job agent is up:
+# submit again for up to a minute while that is the answer and no job under this id exists.
+submitted() {
+  local attempt output
+  for attempt in $(seq 30); do
+    output="$(mktemp)"
+    if "${submit[@]}" > >(tee "$output") 2> >(tee -a "$output" >&2); then rm -f "$output"; return 0; fi
+    sleep 0.2  # let tee finish writing
+    if ! grep -q "No available agent to submit job" "$output" || [[ -n "$(job_status)" ]]; then
+      rm -f "$output"
+      return 1
+    fi
+    rm -f "$output"
+    echo "submit.sh: the head's job agent is not up yet; submitting again in 2 s ($attempt/30)" >&2
+    sleep 2
+  done
+  return 1
+}
+if ! submitted; then
   # Not submitted at all (no job under that id): free the name again.
   [[ -n "$(job_status)" ]] || git push -q -d "$git_remote" "refs/gan-jobs/$exp" || true
   die "job $exp did not succeed and pushed nothing; see why with: ray job logs --address $address $exp"
