@@ -17,6 +17,9 @@ mapped images or shared libraries, which RSS counts once per process).
   steps/s from the first log step after a quarter of the steps to the last. A one-step run per model and
   resolution first fills the precision calibration cache (``gans.precision``), so every measured run uses
   the same cached decision.
+- ``sweep``: the stage (ASHA, one trial at a time) at 32 px on the smallest train size, against the number of
+  trials (2, 4, 8 grid points of bce/hinge × TTUR ratios, at ``sweep.steps`` 400) and ``sweep.steps`` (200, 400,
+  800 at 4 trials).
 - ``evaluate``: the stage against ``eval.n_fake``, on a DCGAN (the train runs' or one trained a few steps
   here; real set: the smallest train size). The cache of step-0 scores starts empty in each bench run.
 
@@ -56,14 +59,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.synthetic import write_synthetic_folder  # noqa: E402
 
-STAGES = ("prepare", "reference", "train", "evaluate")
+STAGES = ("prepare", "reference", "train", "evaluate", "sweep")
 DEFAULT_SIZES = {
     "prepare": [1000, 4000, 16000],
     "reference": [500, 1000, 2000],
     "train": [1000, 16000],
     "evaluate": [500, 1000, 2000],
+    "sweep": [2, 4, 8],
 }
-QUICK_SIZES = {"prepare": [64, 128], "reference": [64, 128], "train": [64, 128], "evaluate": [64, 128]}
+QUICK_SIZES = {"prepare": [64, 128], "reference": [64, 128], "train": [64, 128], "evaluate": [64, 128], "sweep": [2]}
+SWEEP_STEPS = [200, 400, 800]
+"""``sweep.steps`` of the default sweep's growth in steps (4 trials); its sizes are trial counts at 400 steps."""
+SWEEP_RATIOS = [1, 2, 4, 8]
+"""TTUR ratios the sweeps of more trials add, two losses each (bce, hinge)."""
 QUICK_EVAL = {"bootstrap": 20, "prc_subsets": 2, "floor_splits": 2, "standing_samples": 128}
 """Evaluate settings of ``--quick`` (the default bench uses params.yaml's)."""
 MiB = 2**20
@@ -242,6 +250,26 @@ class Workspace:
         if (model, resolution, count) not in self.checkpoints:
             self.fit(model, resolution, count, steps=4, log_every=2)
         return self.checkpoints[model, resolution, count]
+
+    def sweep(self, trials: int, steps: int, count: int) -> Measurement:
+        """The sweep stage (ASHA, one trial at a time) over ``trials`` grid points of ``steps`` steps each, on
+        ``count`` images at 32 px (its own prepared set and reference)."""
+        prepared = self.prepared_set(32, count)
+        directory = self.run_dir(f"sweep-reference-n{count}", 32, count, paths={"prepared": str(prepared)})
+        reference = directory / self.base["paths"]["reference"]
+        if not reference.is_file():
+            self.stage("reference", directory)
+        losses = ["bce", "hinge"] if trials > 1 else ["bce"]
+        sweep = {
+            "enabled": True,
+            "losses": losses,
+            "ttur_ratios": SWEEP_RATIOS[: max(1, trials // len(losses))],
+            "steps": steps,
+            "fid_every": 200,
+            "grace_steps": 200,
+        }
+        paths = {"prepared": str(prepared), "reference": str(reference)}
+        return self.stage("sweep", self.run_dir(f"sweep-t{trials}-s{steps}", 32, count, sweep=sweep, paths=paths))
 
     def evaluate(self, n_fake: int, count: int) -> Measurement:
         """The evaluate stage on ``n_fake`` samples of a DCGAN trained on ``count`` images (``checkpoint_dir``)."""
@@ -445,6 +473,25 @@ def bench_evaluate(space: Workspace, sizes: list[int], real: int, rounds: int) -
     print_growth("evaluate", sizes, measured)
 
 
+def bench_sweep(space: Workspace, trials: list[int], steps: list[int], count: int) -> None:
+    print(
+        f"\n## sweep: the stage (ASHA, grace 200 steps, FID every 200) on {count} images at 32 px, against the "
+        f"number of trials (at 400 steps) and sweep.steps (at 4 trials)",
+        flush=True,
+    )
+    plan = [(n, 400) for n in trials] + [(4, n) for n in steps if (4, n) not in [(t, 400) for t in trials]]
+    results = {key: space.sweep(*key, count) for key in plan}
+    rows = [[t, s, f"{m.wall:.1f}", f"{m.wall / t:.1f}", *mib_pair(m)] for (t, s), m in results.items()]
+    print_table(["trials", "sweep.steps", "wall s", "s per trial", "peak RSS MiB", "anon MiB"], rows)
+    by_trials = {t: m.wall for (t, s), m in results.items() if s == 400}
+    by_steps = {s: m.wall for (t, s), m in results.items() if t == 4}
+    print(
+        f"sweep: wall ∝ trials^{exponent(list(by_trials), list(by_trials.values())):.2f} (400 steps), "
+        f"∝ steps^{exponent(list(by_steps), list(by_steps.values())):.2f} (4 trials)",
+        flush=True,
+    )
+
+
 # The machine -----------------------------------------------------------------------------------------------------
 
 
@@ -512,7 +559,7 @@ def main() -> None:
     models = ["dcgan"] if args.quick else args.models.split(",")
     resolutions = [resolution] if args.quick else [int(r) for r in args.resolutions.split(",")]
     steps = 8 if args.quick else args.steps
-    photos = max(max(sizes[stage]) if stage != "evaluate" else min(sizes["train"]) for stage in stages)
+    photos = max(max(sizes[stage]) if stage not in ("evaluate", "sweep") else min(sizes["train"]) for stage in stages)
 
     print(f"CPU: {cpu_summary()}\ncommit: {commit()}", flush=True)
     started = time.perf_counter()
@@ -525,6 +572,8 @@ def main() -> None:
         bench_train(space, sizes["train"], models, resolutions, steps, args.rounds)
     if "evaluate" in stages:
         bench_evaluate(space, sizes["evaluate"], min(sizes["train"]), args.rounds)
+    if "sweep" in stages:
+        bench_sweep(space, sizes["sweep"], [] if args.quick else SWEEP_STEPS, min(sizes["train"]))
     print(f"\nbench/scale.py: {time.perf_counter() - started:.0f} s in all ({space.runs} runs)", flush=True)
 
 
