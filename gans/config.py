@@ -275,7 +275,10 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     n_fake: int = 500
-    """Generated images per draw (FID, KID, precision/recall)."""
+    """Generated images per draw (FID, KID, precision/recall), unless ``protocol`` names a standard count."""
+    protocol: str = "custom"
+    """custom (``n_fake``), or a standard protocol of StyleGAN2-ADA's metrics: fid10k_full, fid50k_full (10,000 or
+    50,000 generated images against the statistics of the full dataset, which the reference always holds)."""
     batch_size: int = 50
     """Images per Inception forward."""
     seed: int = 2026
@@ -325,6 +328,10 @@ class EvalConfig:
             "floor_splits",
         )
         _require(self.n_fake >= 2, f"eval.n_fake={self.n_fake} must be at least 2 (FID needs a covariance).")
+        _require(
+            self.protocol in EVAL_PROTOCOLS,
+            f"eval.protocol={self.protocol!r} is not valid; allowed values: {', '.join(EVAL_PROTOCOLS)}.",
+        )
         for name, seed in (("eval.selection_seed", self.selection_seed), ("the in-training FID", IN_TRAINING_FID_SEED)):
             _require(
                 seed not in self.report_seeds,
@@ -337,10 +344,18 @@ class EvalConfig:
         )
 
     @property
+    def samples(self) -> int:
+        """Generated images per draw: the protocol's count, or ``n_fake``."""
+        return EVAL_PROTOCOLS[self.protocol] or self.n_fake
+
+    @property
     def report_seeds(self) -> tuple[int, ...]:
         """Seeds of the held-out draws: no selection and no in-training FID saw their samples."""
         return tuple(self.seed + draw for draw in range(self.fid_draws))
 
+
+EVAL_PROTOCOLS = {"custom": None, "fid10k_full": 10_000, "fid50k_full": 50_000}
+"""``eval.protocol``: generated images per draw (None: ``eval.n_fake``)."""
 
 IN_TRAINING_FID_SEED = 90_001
 """Seed of the in-training FID's latents (sweep reports, best-snapshot choice); evaluate never reports on it."""

@@ -75,7 +75,7 @@ def initial_score_key(state: dict[str, Any], cfg: EvalConfig, reference_path: st
             "model": state["config"].model,
             "image_shape": state["config"].image_shape,
             "eval": {
-                "n_fake": cfg.n_fake,
+                "n_fake": cfg.samples,
                 "seed": cfg.report_seeds[0],
                 **{key: getattr(cfg, key) for key in ("batch_size", "kid_subsets", "kid_subset_size")},
             },
@@ -135,7 +135,7 @@ def evaluate(params: Params) -> dict[str, Any]:
     trained: GANConfig = state["config"]
 
     def features(generator: torch.nn.Module, seed: int) -> torch.Tensor:
-        return features_of_generator(generator, trained.model.z_dim, cfg.n_fake, seed, extractor, cfg.batch_size)
+        return features_of_generator(generator, trained.model.z_dim, cfg.samples, seed, extractor, cfg.batch_size)
 
     # Selection: final against the best in-training snapshot, on the selection draw only.
     candidates = {"final": "G_ema"}
@@ -183,7 +183,8 @@ def evaluate(params: Params) -> dict[str, Any]:
         "diagnosis": _diagnosis(state, held_out, selected_step),
         "meta": {
             "n_real": reference["n"],
-            "n_fake": cfg.n_fake,
+            "n_fake": cfg.samples,
+            "protocol": cfg.protocol,
             "seeds": seeds_used(cfg),
             "extractor": EXTRACTOR,
             "extractor_mode": extractor.mode,
@@ -253,7 +254,7 @@ def initial_scores(
         return cached
     generator = evaluated_generator(state, "G_init", cfg, device)
     features = features_of_generator(
-        generator, state["config"].model.z_dim, cfg.n_fake, cfg.report_seeds[0], extractor, cfg.batch_size
+        generator, state["config"].model.z_dim, cfg.samples, cfg.report_seeds[0], extractor, cfg.batch_size
     )
     scores = {
         "fid": fid(reference, features),

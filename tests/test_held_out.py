@@ -32,3 +32,11 @@ def test_selection_in_training_and_reported_draws_never_share_a_seed():
 def test_an_overlapping_seed_is_refused_in_one_sentence(settings, message):
     with pytest.raises(ConfigError, match=message):
         EvalConfig(**settings)
+
+
+def test_a_standard_protocol_sets_the_sample_count_and_a_bad_one_is_refused():
+    assert EvalConfig(n_fake=300).samples == 300
+    assert EvalConfig(protocol="fid10k_full").samples == 10_000
+    assert EvalConfig(protocol="fid50k_full", n_fake=300).samples == 50_000
+    with pytest.raises(ConfigError, match=r"^eval\.protocol='fid50k' is not valid; allowed values: custom, "):
+        EvalConfig(protocol="fid50k")
