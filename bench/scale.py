@@ -169,6 +169,7 @@ class Workspace:
         self.prepared: dict[tuple[int, int], Path] = {}
         self.references: dict[int, Path] = {}
         self.checkpoints: dict[tuple[str, int, int], Path] = {}
+        self.sweep_references: dict[tuple[int, int], Path] = {}
         started = time.perf_counter()
         missing = photos - len(list(self.photos.glob("*.png"))) if self.photos.is_dir() else photos
         write_synthetic_folder(self.photos, photos)
@@ -255,10 +256,11 @@ class Workspace:
         """The sweep stage (ASHA, one trial at a time) over ``trials`` grid points of ``steps`` steps each, on
         ``count`` images at 32 px (its own prepared set and reference)."""
         prepared = self.prepared_set(32, count)
-        directory = self.run_dir(f"sweep-reference-n{count}", 32, count, paths={"prepared": str(prepared)})
-        reference = directory / self.base["paths"]["reference"]
-        if not reference.is_file():
+        if (32, count) not in self.sweep_references:  # made once, not measured
+            directory = self.run_dir(f"sweep-reference-n{count}", 32, count, paths={"prepared": str(prepared)})
             self.stage("reference", directory)
+            self.sweep_references[32, count] = directory / self.base["paths"]["reference"]
+        reference = self.sweep_references[32, count]
         losses = ["bce", "hinge"] if trials > 1 else ["bce"]
         sweep = {
             "enabled": True,
