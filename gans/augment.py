@@ -133,8 +133,9 @@ class Augment:
     def adapt(self, real_sign: float, real_images: int) -> None:
         """ADA's controller: move ``p`` towards more augmentation when E[sign(D(real) − b)] is above the target.
 
-        ``real_sign`` (``d_real_sign``, b the loss's decision boundary) is measured over the last ``real_images`` real images (the same on every rank); ``p``
-        moves by at most ``real_images / images_per_unit`` and stays in [0, 1].
+        ``real_sign`` (``d_real_sign``, b the loss's decision boundary) is measured over the last ``real_images``
+        real images (the same on every rank); ``p`` moves by at most ``real_images / images_per_unit`` and stays
+        in [0, 1].
         """
         if not self.adaptive or not self.ops:
             return

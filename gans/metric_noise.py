@@ -289,8 +289,14 @@ def equal_count_subsets(
     return [(np.arange(k), draw) for draw in draws]
 
 
-def _prc(fake: np.ndarray, real: np.ndarray, neighborhood: int) -> dict[str, float]:
-    """torch-fidelity's improved precision, recall and F-score, generated first, on float32 features."""
+def precision_recall_of(fake: Features, real: Features, neighborhood: int = 3) -> dict[str, float]:
+    """torch-fidelity's improved precision, recall and F-score of two feature sets as given, generated first.
+
+    Precision is the fraction of generated samples inside the real manifold (k-NN balls of the real features),
+    recall the fraction of real samples inside the generated one; unequal counts bias them
+    (``precision_recall_equal`` takes them at equal counts).
+    """
+    fake, real = _rows(fake), _rows(real)
     out = prc_features_to_metric(
         torch.from_numpy(fake.astype(np.float32)),
         torch.from_numpy(real.astype(np.float32)),
@@ -320,7 +326,7 @@ def precision_recall_equal(
     k = min(len(fake), len(real))
     _needs(k, neighborhood + 1, f"Precision/recall with neighborhood {neighborhood}")
     scores = [
-        _prc(fake[fake_rows], real[real_rows], neighborhood)
+        precision_recall_of(fake[fake_rows], real[real_rows], neighborhood)
         for fake_rows, real_rows in equal_count_subsets(len(fake), len(real), subsets, seed)
     ]
     means = {key: float(np.mean([score[key] for score in scores])) for key in _PRC_KEYS}

@@ -24,14 +24,7 @@ import torch
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.metric_fid import fid_features_to_statistics
 from torch_fidelity.metric_kid import kid_features_to_metric
-from torch_fidelity.metric_prc import (
-    KEY_METRIC_F_SCORE,
-    KEY_METRIC_PRECISION,
-    KEY_METRIC_RECALL,
-    prc_features_to_metric,
-)
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import get_featuresdict_from_dataset
 from tqdm import tqdm
@@ -40,7 +33,7 @@ from gans import precision
 from gans.atomic import atomic_file
 from gans.data import to_uint8
 from gans.errors import UserError
-from gans.metric_noise import fid_noise
+from gans.metric_noise import fid_noise, precision_recall_of
 
 EXTRACTOR = "inception-v3-tf2015-offline"
 FEATURE = "2048"
@@ -380,19 +373,11 @@ MAX_KID_FEATURES = 10_000
 def reference_statistics(
     features: torch.Tensor, max_kid_features: int = MAX_KID_FEATURES, seed: int = 0
 ) -> dict[str, Any]:
-    """What evaluation needs of the real set: FID's mean and covariance plus a subset of features for KID."""
-    if features.shape[0] < 2:
-        raise MetricsError("FID needs at least 2 real images.")
-    stats = fid_features_to_statistics(features.double())
-    keep = features
-    if features.shape[0] > max_kid_features:
-        keep = features[np.random.default_rng(seed).choice(features.shape[0], max_kid_features, replace=False)]
-    return {
-        "mu": stats["mu"],
-        "sigma": stats["sigma"],
-        "kid_features": keep.numpy().astype(np.float32),
-        "n": int(features.shape[0]),
-    }
+    """What evaluation needs of the real set: FID's mean and covariance plus a subset of features for KID
+    (``StreamingStatistics`` given every row at once)."""
+    statistics = StreamingStatistics(features.shape[0], max_kid_features, seed)
+    statistics.add(features)
+    return statistics.result()
 
 
 class StreamingStatistics:
@@ -535,26 +520,9 @@ def kid(
 
 
 def precision_recall(reference: dict[str, Any], features: torch.Tensor, neighborhood: int = 3) -> dict[str, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) through torch-fidelity, on Inception features.
-
-    torch-fidelity's order is generated first: precision is the fraction of generated samples inside the
-    real manifold (k-NN balls of the real features), recall the fraction of real samples inside the
-    generated one. The real features are the reference's KID subset (all of them up to 10 000).
-    """
-    real = torch.from_numpy(np.asarray(reference["kid_features"]))
-    out = prc_features_to_metric(
-        features.float(),
-        real.float(),
-        prc_neighborhood=neighborhood,
-        prc_batch_size=10000,
-        save_cpu_ram=False,
-        verbose=False,
-    )
-    return {
-        "precision": out[KEY_METRIC_PRECISION],
-        "recall": out[KEY_METRIC_RECALL],
-        "f_score": out[KEY_METRIC_F_SCORE],
-    }
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of ``features`` against the reference's KID subset
+    (all real features up to 10 000), at the counts given (``gans.metric_noise.precision_recall_of``)."""
+    return precision_recall_of(features, reference["kid_features"], neighborhood)
 
 
 DUPLICATE_DISTANCE = 0.25

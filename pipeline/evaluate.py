@@ -122,7 +122,15 @@ def held_out_metrics(reference: dict[str, Any], features: torch.Tensor, cfg: Eva
     }
 
 
-DESCRIPTIVE_KEYS = ("bootstrap", "kid_subset_size", "prc_count", "prc_subsets", "floor_size", "floor_splits")
+DESCRIPTIVE_KEYS = (
+    "bootstrap",
+    "kid_subset_size",
+    "prc_count",
+    "prc_subsets",
+    "floor_size",
+    "floor_splits",
+    "fid_infinity_sizes",
+)
 """Keys of ``held_out_metrics`` that describe how a figure was taken: ``meta``, not metrics."""
 
 
@@ -161,7 +169,7 @@ def evaluate(params: Params) -> dict[str, Any]:
     initial = initial_scores(state, cfg, params.paths.reference, reference, extractor, device)
     draw_fids = [held_out["fid"]] + [fid(reference, draw) for draw in draws[1:]]
     metrics = {
-        **{key: value for key, value in held_out.items() if key not in DESCRIPTIVE_KEYS + ("fid_infinity_sizes",)},
+        **{key: value for key, value in held_out.items() if key not in DESCRIPTIVE_KEYS},
         **(
             {"fid_draws_mean": statistics.mean(draw_fids), "fid_draws_std": statistics.stdev(draw_fids)}
             if len(draw_fids) > 1

@@ -77,12 +77,10 @@ def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, An
                 "fids": {step: fid for step, fid in scored if math.isfinite(fid)},
             }
         )
-    order = {}
     for rank, configuration in enumerate(rank_configurations(rows), start=1):
         for row in configuration["rows"]:
-            order[id(row)] = rank
             row.update(rank=rank, config_score=configuration["score"], config_noise=configuration["noise"])
-    rows.sort(key=lambda row: (order[id(row)], row["score"] is None, row["score"] or 0.0, row["trial"]))
+    rows.sort(key=lambda row: (row["rank"], row["score"] is None, row["score"] or 0.0, row["trial"]))
     return rows
 
 
