@@ -80,7 +80,7 @@ def chromium() -> str:
             return found
     pytest.fail(
         "Chromium is not installed (needed to check that dvc's plots pages draw offline); "
-        "`make install` installs it (apt-get install chromium)."
+        "`make test` (or `make install-dev`) installs it (apt-get install chromium)."
     )
 
 
