@@ -139,7 +139,7 @@ def main() -> None:
     params = load_params()
     print(
         f"[bench] device: cpu ({torch.get_num_threads()} threads); sweep: {len(sweep_stage.grid_points(params.sweep, params.gan))} "
-        f"trials, {params.sweep.steps} steps each, FID every {params.sweep.fid_every}",
+        f"trials, {params.sweep.steps} steps each, FID at steps {list(params.sweep.report_steps())}",
         flush=True,
     )
 

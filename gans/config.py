@@ -239,6 +239,9 @@ class TrainConfig:
     """Score G_ema's FID (fast extractor) every this many steps, which are also log steps (0: never).
 
     The scores are logged, reported to Ray, and the weights with the best one are kept beside the final ones."""
+    fid_steps: tuple[int, ...] = ()
+    """More steps at which G_ema is scored as at ``fid_every``'s, each also a snapshot (a sweep trial's: where
+    its scheduler compares trials, and its last step)."""
     fid_samples: int = 128
     """Generated images per in-training FID (fewer than evaluate's: the score ranks, evaluate measures)."""
     stop_on: tuple[str, ...] = ("divergence",)
@@ -259,6 +262,10 @@ class TrainConfig:
         require_auto_or_bool(self, "train", "amp", "channels_last")
         require_non_negative(self, "train", "fid_every")
         _require(
+            all(0 < step <= self.steps for step in self.fid_steps),
+            f"train.fid_steps={list(self.fid_steps)} must lie between 1 and train.steps={self.steps}.",
+        )
+        _require(
             self.fid_samples >= 2, f"train.fid_samples={self.fid_samples} must be at least 2 (FID needs a covariance)."
         )
         _require(
@@ -270,6 +277,15 @@ class TrainConfig:
             self.ema_rampup is None or self.ema_rampup >= 0,
             f"train.ema_rampup={self.ema_rampup} must be non-negative or null.",
         )
+
+    @property
+    def scored(self) -> bool:
+        """Whether the run scores G_ema at all (and so needs the reference statistics)."""
+        return self.fid_every > 0 or bool(self.fid_steps)
+
+    def scores_at(self, step: int) -> bool:
+        """Whether G_ema is scored after ``step``: a multiple of ``fid_every``, or one of ``fid_steps``."""
+        return (self.fid_every > 0 and step % self.fid_every == 0) or step in self.fid_steps
 
 
 @dataclass(frozen=True)

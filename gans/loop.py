@@ -3,13 +3,14 @@
 Reporting and stopping come in as callbacks so Ray, DVCLive, notebooks and tests plug in without the
 loop knowing them:
 
-- ``log(metrics, step)`` — main rank, every ``train.log_every`` and ``train.fid_every`` steps (means over
+- ``log(metrics, step)`` — main rank, every ``train.log_every`` steps and at every scored step (means over
   the interval and ranks);
-- ``report(metrics, step, ckpt_dir)`` — every rank, at each snapshot (metrics include every rank's
+- ``report(metrics, step, ckpt_dir)`` — every rank, at each snapshot (``train.snapshot_every``, each of
+  ``train.fid_steps``, the last step; metrics include every rank's
   ``replica_fingerprints``, checked equal); ``ckpt_dir`` holds ``checkpoint.pt``
   on the main rank and is None elsewhere;
 - ``should_stop()`` — asked at log steps; a True on any rank ends the run after a final snapshot;
-- ``score(G_ema)`` — main rank, every ``train.fid_every`` steps: a dict with ``fid`` (and sample
+- ``score(G_ema)`` — main rank, every ``train.fid_every`` steps and at ``train.fid_steps``: a dict with ``fid`` (and sample
   ``diversity``/``duplicates``; ``gans.metrics.InTrainingFID``), logged and reported; the G_ema weights with
   the lowest ``fid`` are kept in the state (``best``).
 
@@ -387,7 +388,7 @@ def fit(
             interval[key].append(value)
 
         # End of a logging interval (and of the run when a stop_on mode or should_stop says so).
-        stop, scored = False, bool(train.fid_every) and state.step % train.fid_every == 0
+        stop, scored = False, train.scores_at(state.step)
         if state.step % train.log_every == 0 or state.step == train.steps or scored:
             real_images = (state.step - last_log_step) * batch * world * n_critic  # D saw, on all ranks
             stop = end_interval(state, interval, real_images, scored, bar, calls)
@@ -396,7 +397,9 @@ def fit(
         # Snapshot: never of broken weights; a run stopped by divergence keeps its last good snapshot's.
         if "divergence" in state.stopped_by:
             last_good = roll_back(state, last_good, work_dir, report)
-        elif state.step % train.snapshot_every == 0 or state.step == train.steps or stop:
+        elif (
+            state.step % train.snapshot_every == 0 or state.step in train.fid_steps or state.step == train.steps or stop
+        ):
             last_good = snapshot(state, work_dir, report)
         if stop:
             break

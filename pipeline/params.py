@@ -126,8 +126,10 @@ class SweepConfig:
     """D updates per G update in every trial (null: 5 for wgan-gp, 1 otherwise)."""
     steps: int = 600
     """Budget per trial, in generator steps (train.steps is the winner's, trained afterwards)."""
-    fid_every: int = 200
-    """Report the in-training FID (and take a checkpoint) every this many steps."""
+    fid_every: Optional[int] = None
+    """Report the in-training FID (and take a checkpoint) every this many steps; null: only where the scheduler
+    compares trials (ASHA's rungs) and at a trial's last step, so no Inception pass goes to a report that no
+    decision reads (``report_steps``)."""
     scheduler: str = "asha"
     """asha: stop weak trials early at rungs grace_steps × reduction_factor^k; fifo: run every trial to the end."""
     grace_steps: int = 200
@@ -153,9 +155,9 @@ class SweepConfig:
     real set). Either is taken at a trial's last report, with its bootstrap noise."""
 
     def __post_init__(self) -> None:
-        require_positive(
-            self, "sweep", "num_samples", "steps", "fid_every", "grace_steps", "workers_per_trial", "max_concurrent"
-        )
+        require_positive(self, "sweep", "num_samples", "steps", "grace_steps", "workers_per_trial", "max_concurrent")
+        if self.fid_every is not None and self.fid_every < 1:
+            raise ConfigError(f"sweep.fid_every={self.fid_every} must be positive or null.")
         if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise ConfigError(f"sweep.cpus_per_worker={self.cpus_per_worker} must be positive or null.")
         for key, value, allowed in (
@@ -186,7 +188,7 @@ class SweepConfig:
                 f"sweep.seeds lists {len(self.seeds)} seeds, which repeat grid points; use search: grid, "
                 "or one seed with search: random."
             )
-        if self.steps % self.fid_every:
+        if self.fid_every and self.steps % self.fid_every:
             raise ConfigError(
                 f"sweep.steps={self.steps} must be a multiple of sweep.fid_every={self.fid_every}, "
                 "so every trial ends on a scored step."
@@ -198,6 +200,18 @@ class SweepConfig:
             )
         if self.reduction_factor < 2:
             raise ConfigError(f"sweep.reduction_factor={self.reduction_factor} must be at least 2.")
+
+    def report_steps(self) -> tuple[int, ...]:
+        """The steps at which a trial scores and reports: every ``fid_every``, or (null) ASHA's rungs below
+        ``steps`` (``grace_steps × reduction_factor^k``, where ``ray_runtime.tuning.asha`` compares trials) and
+        ``steps`` itself; with fifo, ``steps`` alone."""
+        if self.fid_every:
+            return tuple(range(self.fid_every, self.steps + 1, self.fid_every))
+        rungs, rung = [], self.grace_steps
+        while self.scheduler == "asha" and rung < self.steps:
+            rungs.append(rung)
+            rung *= self.reduction_factor
+        return (*rungs, self.steps)
 
 
 @dataclass(frozen=True)

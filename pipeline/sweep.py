@@ -2,8 +2,9 @@
 
 Each trial is a short training run (``sweep.steps``; in the trial's own process, or a Ray Train run of
 ``sweep.workers_per_trial`` DDP workers when that is above 1) that scores
-its EMA generator's FID and KID every ``sweep.fid_every`` steps (fast extractor, ``train.fid_samples`` images,
-each with its bootstrap noise) and reports them to Tune; ASHA stops the weak trials at rungs in steps on
+its EMA generator's FID and KID at ``sweep.report_steps()`` (ASHA's rungs and its last step, or every
+``sweep.fid_every`` steps; fast extractor, ``train.fid_samples`` images, each with its bootstrap noise) and
+reports them to Tune; ASHA stops the weak trials at rungs in steps on
 ``sweep.metric``; a trial whose losses turn NaN/inf fails and the sweep goes on. ``sweep.seeds`` repeats
 every configuration over seeds. Writes:
 

@@ -227,6 +227,7 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
             "scheduler": sweep.scheduler,
             "steps": sweep.steps,
             "fid_every": sweep.fid_every,
+            "report_steps": list(sweep.report_steps()),
             "fid_samples": params.gan.train.fid_samples,
             "fid_extractor_mode": "fast",
             "ranking": f"mean over seeds of each trial's last {sweep.metric} report",

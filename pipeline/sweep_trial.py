@@ -42,8 +42,9 @@ def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> 
         base.train,
         seed=int(point.get(SEED, base.train.seed)),
         steps=sweep.steps,
-        fid_every=sweep.fid_every,
-        snapshot_every=sweep.fid_every,
+        fid_every=0,
+        fid_steps=sweep.report_steps(),
+        snapshot_every=sweep.steps,
         n_critic=sweep.n_critic,
         resume=False,
     )

@@ -31,7 +31,7 @@ def run(params: Params) -> Path:
     loop_config = {
         "cfg": params.gan,
         "prepared": str(Path(params.paths.prepared).resolve()),
-        "reference": str(reference.resolve()) if params.gan.train.fid_every and reference.is_file() else None,
+        "reference": str(reference.resolve()) if params.gan.train.scored and reference.is_file() else None,
         "live_dir": str(live_dir),
     }
     metrics = ray_training.train(

@@ -44,7 +44,7 @@ def fit_with_ray(config: dict[str, Any], view: ray_training.WorkerView) -> dict[
         print(f"[train] resuming from step {resume_state['step']}", flush=True)
 
     score = None
-    if rank == 0 and cfg.train.fid_every and config.get("reference"):
+    if rank == 0 and cfg.train.scored and config.get("reference"):
         score = InTrainingFID(
             load_reference(config["reference"]), cfg.train.fid_samples, seed=IN_TRAINING_FID_SEED, device=device
         )

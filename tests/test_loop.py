@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gans import checkpoint, loop
+from gans.config import ConfigError
 from gans.diagnosis import DIAGNOSES
 from gans.loop import fit, step_seed
 from tests.helpers import tiny_config
@@ -49,6 +50,34 @@ def test_should_stop_ends_the_run_after_a_final_snapshot(tiny_dataset, tmp_path)
     assert saved["step"] == 4
     assert [row["step"] for row in state["history"]] == [2, 4]
     assert [row["step"] for row in saved["history"]] == [2, 4]
+
+
+def test_fid_steps_are_scored_logged_and_snapshotted_besides_fid_every(tiny_dataset, tmp_path):
+    cfg = tiny_config(train={"steps": 9, "log_every": 100, "snapshot_every": 100, "fid_every": 4, "fid_steps": [3, 9]})
+    scored_at, logged, reports = [], [], []
+
+    def score(generator):
+        scored_at.append(len(logged) + 1)  # the score comes before its step's log
+        return {"fid": 100.0 - len(scored_at)}
+
+    fit(
+        cfg,
+        tiny_dataset,
+        work_dir=tmp_path / "work",
+        log=lambda metrics, step: logged.append(step),
+        report=lambda metrics, step, ckpt_dir: reports.append((step, metrics.get("fid"))),
+        score=score,
+    )
+
+    assert logged == [3, 4, 8, 9]  # fid_every's multiples and fid_steps, nothing else (log_every is 100)
+    assert len(scored_at) == 4
+    assert reports == [(3, 99.0), (9, 96.0)]  # fid_steps are snapshots with their score; fid_every's are not
+
+
+@pytest.mark.parametrize("fid_steps", [[0], [10]])
+def test_fid_steps_outside_the_run_are_refused_in_one_sentence(fid_steps):
+    with pytest.raises(ConfigError, match=r"^train\.fid_steps=\[\d+\] must lie between 1 and train\.steps=9\.$"):
+        tiny_config(train={"steps": 9, "fid_steps": fid_steps})
 
 
 def test_should_stop_is_asked_only_at_log_steps(tiny_dataset, tmp_path):

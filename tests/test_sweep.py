@@ -52,12 +52,32 @@ def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
     )
     assert fixed.optim.betas_d == (0.5, 0.99) and fixed.n_critic == 2 and fixed.optim.lr_d == pytest.approx(6e-4)
     # A trial is short: the sweep's budget, scored and checkpointed at every report, never a resume.
-    assert (bce.train.steps, bce.train.fid_every, bce.train.snapshot_every, bce.train.resume) == (
+    assert (bce.train.steps, bce.train.fid_every, bce.train.fid_steps, bce.train.resume) == (
         sweep.steps,
-        sweep.fid_every,
-        sweep.fid_every,
+        0,
+        sweep.report_steps(),
         False,
     )
+    assert [step for step in range(1, sweep.steps + 1) if bce.train.scores_at(step)] == list(sweep.report_steps())
+
+
+@pytest.mark.parametrize(
+    "section, steps",
+    [
+        ({}, (200, 600)),  # the default: ASHA's rungs at 200 and 600, nothing at 400 that no decision reads
+        ({"scheduler": "fifo"}, (600,)),  # nothing compares trials before their end
+        ({"fid_every": 200}, (200, 400, 600)),  # a regular curve, when asked for
+        ({"steps": 5000, "grace_steps": 1000, "reduction_factor": 3}, (1000, 3000, 5000)),
+        ({"steps": 800, "grace_steps": 100, "reduction_factor": 2}, (100, 200, 400, 800)),
+    ],
+)
+def test_trials_report_where_the_scheduler_compares_them(section, steps):
+    sweep = SweepConfig(**section)
+    assert sweep.report_steps() == steps
+    # ASHA's own rungs (its milestones below max_t) are all among them, so every decision reads a fresh score.
+    scheduler = sweep_stage.tuning.asha(sweep.steps, sweep.grace_steps, sweep.reduction_factor)
+    milestones = {milestone for bracket in scheduler._brackets for milestone, _ in bracket._rungs}
+    assert sweep.scheduler == "fifo" or milestones <= set(steps)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +90,7 @@ def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
             r"^sweep\.steps=100 is smaller than sweep\.grace_steps=200",
         ),
         ({"steps": 500, "fid_every": 200}, r"^sweep\.steps=500 must be a multiple of sweep\.fid_every=200"),
+        ({"fid_every": 0}, r"^sweep\.fid_every=0 must be positive or null\.$"),
         ({"scheduler": "pbt"}, r"^sweep\.scheduler='pbt' is not valid; allowed values: asha, fifo\.$"),
         ({"metric": "is"}, r"^sweep\.metric='is' is not valid; allowed values: fid, kid\.$"),
         ({"seeds": [1, 1]}, r"^sweep\.seeds=\[1, 1\] must list distinct seeds, or be null \(train\.seed\)\.$"),
