@@ -229,12 +229,13 @@ class TrainConfig:
     resume: bool = False
     """Continue from the latest checkpoint of the run instead of starting fresh."""
     amp: Union[bool, str] = "auto"
-    """Mixed precision (autocast): true, false, or auto — decided on the machine (``gans.precision``): on the CPU
-    bfloat16 when a short calibration measures it faster (never where the CPU has no native bf16), on CUDA
-    bfloat16 where the GPU has it natively, else float16 with one GradScaler per network."""
+    """Mixed precision (autocast): true, false, or auto — decided on the machine (``gans.precision``): autocast
+    when a short calibration measures it faster than float32 (on the CPU bfloat16, never tried where the CPU
+    has no native bf16; on CUDA bfloat16 where the GPU has it natively, else float16 with one GradScaler per
+    network)."""
     channels_last: Union[bool, str] = "auto"
     """Channels-last memory format for the models and image batches (NHWC convolutions): true, false, or auto
-    (on the CPU the calibration's choice, on CUDA on)."""
+    (the calibration's choice)."""
     fid_every: int = 1000
     """Score G_ema's FID (fast extractor) every this many steps, which are also log steps (0: never).
 

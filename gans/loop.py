@@ -181,7 +181,10 @@ def choose_precision(
     }
 
     def steps_of(options: list[precision_choice.Candidate]) -> dict[precision_choice.Candidate, Callable[[], None]]:
-        return {option: timing_step(cfg, device, batch, option.amp, option.channels_last) for option in options}
+        return {
+            option: timing_step(cfg, device, batch, option.amp, option.channels_last, option.torch_dtype)
+            for option in options
+        }
 
     return precision_choice.decide(cfg.train.amp, cfg.train.channels_last, device, steps_of, shapes)
 

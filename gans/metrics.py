@@ -196,9 +196,10 @@ class InceptionFeatures:
       convolutions (``fold_batch_norms``); small micro-batches (on a CPU, 8 images at a time keep the
       activations in cache). Features within 1e-5 relative of torch-fidelity's.
     - ``fast``: the same under bfloat16 autocast (float16 on CUDA without native bf16), batch norms not folded
-      (folded, bf16's rounding of the scaled weights doubles the feature error), where that is faster: on a CPU
-      only when it has native bf16 and a timing of both graphs (``gans.precision.decide``, cached per machine)
-      finds bf16 faster. Otherwise ``fast`` is the ``exact`` graph, so it is never slower than ``exact``.
+      (folded, bf16's rounding of the scaled weights doubles the feature error), where that is faster: when a
+      timing of both graphs (``gans.precision.decide``, cached per machine) finds autocast faster, which on a
+      CPU is tried only with native bf16. Otherwise ``fast`` is the ``exact`` graph, so it is never slower
+      than ``exact``.
       For the in-training FID of a sweep, where ranking configurations matters more than the last digit.
 
     ``decision`` (a ``gans.precision.Decision``) says which graph runs and why.
@@ -235,14 +236,16 @@ class InceptionFeatures:
             memory_format=torch.channels_last
         )
 
-        def forward(net: torch.jit.ScriptModule, amp: bool):
+        def forward(net: torch.jit.ScriptModule, option: precision.Candidate):
             def step() -> None:
-                with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=option.torch_dtype, enabled=option.amp):
                     net(x)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
 
             return step
 
-        return {option: forward(self._load(fold=not option.amp), option.amp) for option in options}
+        return {option: forward(self._load(fold=not option.amp), option) for option in options}
 
     SIZE = 299
 

@@ -5,13 +5,14 @@ bf16 (AVX512-BF16, AMX) bf16 trains about twice as fast as float32; without it t
 trains an order of magnitude slower. So ``train.amp`` and ``train.channels_last`` default to ``auto``:
 
 - forced values (``true``/``false``) always win;
-- on CUDA, ``auto`` is autocast (bfloat16 where the GPU has it natively, else float16 with loss scaling)
-  and channels-last;
-- on the CPU, ``auto`` times a few D+G steps of each candidate at the run's own shapes, interleaved
-  (``calibrate``), and takes the fastest (``choose``). A candidate that cannot win is not tried: no bf16
-  where the CPU reports no native bf16 (``native_bf16``). The measured times are cached per CPU model,
-  torch version, threads and shapes (``gans.cache``), so the same machine makes the same choice and a
-  sweep calibrates once.
+- otherwise ``auto`` times a few D+G steps of each candidate at the run's own shapes, interleaved
+  (``time_candidates``), and takes the fastest (``choose``). The candidates are float32 and autocast, each
+  contiguous and channels-last; autocast is bfloat16 on the CPU and on a GPU with native bf16, float16 with
+  loss scaling on other GPUs (``autocast_dtype``). Small models on a large GPU are bound by kernel launches,
+  where autocast can be slower than float32, so CUDA is measured as the CPU is. A candidate that cannot win
+  is not tried: no bf16 where the CPU reports no native bf16 (``native_bf16``). The measured times are cached
+  per CPU model (or GPU), torch version, threads and shapes (``gans.cache``), so the same machine makes the
+  same choice and a sweep calibrates once.
 
 The decision travels as a ``Decision``: its ``sentence()`` is printed, its ``to_dict()`` is stored with
 the checkpoint and in the stages' records, so metrics that differ across machines show why.
@@ -45,16 +46,26 @@ DROP_SLOWER_THAN = 2.0
 """A candidate whose best step is slower than this factor × the fastest's best is timed no further."""
 
 
+SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 @dataclass(frozen=True, order=True)
 class Candidate:
-    """One way to run the step: bf16 autocast or not, channels-last or not."""
+    """One way to run the step: autocast (to ``dtype``) or not, channels-last or not."""
 
     amp: bool
     channels_last: bool
+    dtype: str = "bfloat16"
+    """The autocast dtype when ``amp``: bfloat16, or float16 (CUDA without native bf16)."""
 
     @property
     def name(self) -> str:
-        return f"{'bf16' if self.amp else 'fp32'}{' + channels_last' if self.channels_last else ''}"
+        return f"{SHORT[self.dtype] if self.amp else 'fp32'}{' + channels_last' if self.channels_last else ''}"
+
+    @property
+    def torch_dtype(self) -> Optional[torch.dtype]:
+        """The autocast dtype, or None without autocast."""
+        return getattr(torch, self.dtype) if self.amp else None
 
 
 BASELINE = Candidate(amp=False, channels_last=False)
@@ -69,7 +80,7 @@ class Decision:
     dtype: str
     """"float32", or the autocast dtype ("bfloat16", "float16")."""
     how: str
-    """"forced", "measured", "cached" (the same machine measured it before), "only candidate" or "cuda"."""
+    """"forced", "measured", "cached" (the same machine measured it before), "only candidate" or "resumed"."""
     machine: str
     """CPU model and torch's CPU capability (or the GPU's name), and the torch version."""
     speed: dict[str, float] = field(default_factory=dict)
@@ -80,7 +91,7 @@ class Decision:
     def sentence(self) -> str:
         """One line: the choice and the ratios behind it, e.g. ``precision fp32, channels_last on
         (fp32 + channels_last ×1.09 against fp32; bf16 not tried: no native bf16; on AMD EPYC, AVX2, torch 2.14.1)``."""
-        precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
+        precision = SHORT[self.dtype]
         names = list(self.speed)
         evidence = [f"{name} ×{self.speed[name]:.2f} against {names[0]}" for name in names[1:]]
         if self.skipped:
@@ -149,11 +160,14 @@ def machine(device: torch.device) -> str:
 # The choice.
 
 
-def candidates(amp: Setting, channels_last: Setting, bf16_native: Optional[bool]) -> list[Candidate]:
-    """The CPU candidates a setting allows; bf16 is tried under ``auto`` unless the CPU surely lacks it."""
-    amps = [amp] if amp != AUTO else ([False] if bf16_native is False else [False, True])
+def candidates(
+    amp: Setting, channels_last: Setting, bf16_native: Optional[bool], dtype: str = "bfloat16"
+) -> list[Candidate]:
+    """The candidates a setting allows, autocast to ``dtype``; a bf16 autocast is tried under ``auto`` unless
+    the processor surely lacks native bf16."""
+    amps = [amp] if amp != AUTO else ([False] if bf16_native is False and dtype == "bfloat16" else [False, True])
     layouts = [channels_last] if channels_last != AUTO else [False, True]
-    return [Candidate(a, c) for a in amps for c in layouts]
+    return [Candidate(a, c, dtype) for a in amps for c in layouts]
 
 
 def choose(times: dict[Candidate, list[float]]) -> Candidate:
@@ -208,16 +222,20 @@ def cache_key(device: torch.device, shapes: dict[str, Any]) -> str:
 
 
 def read_cached(key: str) -> Optional[dict[Candidate, list[float]]]:
-    """The timings stored under ``key``, or None."""
+    """The timings stored under ``key`` (rows of amp, channels_last, samples and the autocast dtype), or None."""
     entry = cache.read_entry(CACHE_FILE, key)
     try:
-        return {Candidate(bool(amp), bool(layout)): list(samples) for amp, layout, samples in entry}
+        return {
+            Candidate(bool(amp), bool(layout), str(dtype[0]) if dtype else "bfloat16"): list(samples)
+            for amp, layout, samples, *dtype in entry
+        }
     except (TypeError, ValueError):
         return None
 
 
 def write_cached(key: str, times: dict[Candidate, list[float]], description: str) -> None:
-    cache.write_entry(CACHE_FILE, key, [[c.amp, c.channels_last, samples] for c, samples in times.items()], description)
+    rows = [[c.amp, c.channels_last, samples, c.dtype] for c, samples in times.items()]
+    cache.write_entry(CACHE_FILE, key, rows, description)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -227,6 +245,11 @@ def write_cached(key: str, times: dict[Candidate, list[float]], description: str
 def cuda_autocast_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 on a GPU that computes it natively (Ampere and later), else float16 (with loss scaling)."""
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def autocast_dtype(device: torch.device) -> str:
+    """The autocast candidate's dtype on ``device``: bfloat16 on the CPU, ``cuda_autocast_dtype`` on CUDA."""
+    return str(cuda_autocast_dtype(device)).removeprefix("torch.") if device.type == "cuda" else "bfloat16"
 
 
 def decide(
@@ -243,21 +266,14 @@ def decide(
     something must be timed); ``shapes`` names what the step's speed depends on, for the cache key.
     """
     device = torch.device(device)
-    where = machine(device)
-    if device.type == "cuda":
-        use_amp = amp is True or amp == AUTO
-        layout = channels_last is True or channels_last == AUTO
-        dtype = str(cuda_autocast_dtype(device)).removeprefix("torch.") if use_amp else "float32"
-        forced = amp != AUTO and channels_last != AUTO
-        return Decision(use_amp, layout, dtype, "forced" if forced else "cuda", where)
-
-    bf16_native = native_bf16()
+    where, dtype = machine(device), autocast_dtype(device)
+    bf16_native = None if device.type == "cuda" else native_bf16()  # on CUDA the dtype already says
     skipped = "no native bf16" if amp == AUTO and bf16_native is False else ""
-    options = candidates(amp, channels_last, bf16_native)
+    options = candidates(amp, channels_last, bf16_native, dtype)
     if len(options) == 1:
         only = options[0]
         how = "forced" if amp != AUTO and channels_last != AUTO else "only candidate"
-        return Decision(only.amp, only.channels_last, "bfloat16" if only.amp else "float32", how, where, {}, skipped)
+        return Decision(only.amp, only.channels_last, only.dtype if only.amp else "float32", how, where, {}, skipped)
 
     key = cache_key(device, {**shapes, "candidates": [c.name for c in options]})
     times, how = read_cached(key), "cached"
@@ -266,5 +282,5 @@ def decide(
         write_cached(key, times, f"{where}; threads {torch.get_num_threads()}; {json.dumps(shapes, default=str)}")
     best = choose(times)
     return Decision(
-        best.amp, best.channels_last, "bfloat16" if best.amp else "float32", how, where, relative_speeds(times), skipped
+        best.amp, best.channels_last, best.dtype if best.amp else "float32", how, where, relative_speeds(times), skipped
     )

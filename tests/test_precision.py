@@ -44,6 +44,48 @@ def test_bf16_is_a_candidate_unless_the_cpu_surely_lacks_it():
     assert precision.candidates(False, True, bf16_native=True) == [FP32_CL]
 
 
+def test_a_gpu_without_native_bf16_weighs_fp16_against_fp32():
+    fp16 = [Candidate(False, False, "float16"), Candidate(True, False, "float16")]
+    assert precision.candidates("auto", False, bf16_native=None, dtype="float16") == fp16
+    assert [c.name for c in fp16] == ["fp32", "fp16"]
+    # A CPU without native bf16 never tries bf16; the GPU's fp16 is not bf16, so it is tried.
+    assert precision.candidates("auto", False, bf16_native=False, dtype="float16") == fp16
+
+
+@pytest.mark.parametrize("autocast_faster", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_auto_takes_the_faster_of_fp32_and_autocast_and_caches_it(cache, monkeypatch, dtype, autocast_faster):
+    """The CUDA branch of the decision with injected timings (no GPU needed): autocast to the GPU's dtype
+    wins when it is faster, fp32 when autocast is slower, and the cache gives back the dtype it stored."""
+    monkeypatch.setattr(precision, "machine", lambda device: "Test GPU, torch 2")
+    monkeypatch.setattr(precision, "cuda_autocast_dtype", lambda device: dtype)
+    name = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    seconds = {True: 1.0, False: 2.0} if autocast_faster else {True: 3.0, False: 2.0}  # by amp
+    monkeypatch.setattr(
+        precision,
+        "time_candidates",
+        lambda steps, budget_s: {c: [seconds[c.amp] * (1 - 0.1 * c.channels_last)] for c in steps},
+    )
+    built = []
+
+    def steps_of(options):
+        built.extend(options)
+        return {option: None for option in options}
+
+    decision = precision.decide("auto", "auto", torch.device("cuda"), steps_of, {"model": name})
+    assert {c.name for c in built} == {"fp32", "fp32 + channels_last", name, f"{name} + channels_last"}
+    assert decision.how == "measured" and decision.channels_last
+    assert (decision.amp, decision.dtype) == ((True, str(dtype)[6:]) if autocast_faster else (False, "float32"))
+    assert f"{name} + channels_last ×" in decision.sentence()
+
+    monkeypatch.setattr(precision, "time_candidates", None)  # a second decision must not time anything
+    again = precision.decide(
+        "auto", "auto", torch.device("cuda"), lambda options: pytest.fail("timed"), {"model": name}
+    )
+    assert again.how == "cached"
+    assert (again.amp, again.dtype, again.speed) == (decision.amp, decision.dtype, decision.speed)
+
+
 def test_native_bf16_reads_the_cpu_flags():
     assert precision.native_bf16(["avx2", "fma"]) is False
     assert precision.native_bf16(["avx512f", "avx512_bf16"]) is True
@@ -78,7 +120,7 @@ def test_a_real_calibration_writes_its_cache_and_the_second_run_reads_it(cache, 
     entries = json.loads(cache.read_text())
     assert len(entries) == 1
     (entry,) = entries.values()
-    timed = {(amp, layout): samples for amp, layout, samples in entry["value"]}
+    timed = {(amp, layout): samples for amp, layout, samples, _ in entry["value"]}
     assert set(timed) == {(False, False), (False, True)}
     fastest = min(map(min, timed.values()))  # each was timed MIN_ROUNDS times, or dropped as too slow
     assert all(len(s) >= precision.MIN_ROUNDS or min(s) > precision.DROP_SLOWER_THAN * fastest for s in timed.values())
@@ -133,6 +175,24 @@ def test_a_resumed_run_on_the_same_machine_keeps_its_decision(cache, tiny_datase
         cfg, torch.device("cpu"), batch=4, resume={**state, "precision": {**kept, "machine": "another CPU"}}
     )
     assert elsewhere.how == "cached"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_real_cuda_calibration_times_fp32_and_autocast(cache):
+    cfg = tiny_config(train={"batch_size": 16})
+    start = time.perf_counter()
+    decision = choose_precision(cfg, torch.device("cuda"), batch=16)
+    print(f"CUDA calibration: {time.perf_counter() - start:.2f} s; {decision.sentence()}")
+    autocast = precision.SHORT[precision.autocast_dtype(torch.device("cuda"))]
+    assert decision.how == "measured" and set(decision.speed) == {
+        "fp32",
+        "fp32 + channels_last",
+        autocast,
+        f"{autocast} + channels_last",
+    }
+    assert decision.dtype in ("float32", precision.autocast_dtype(torch.device("cuda")))
+    assert choose_precision(cfg, torch.device("cuda"), batch=16).how == "cached"
 
 
 def test_the_global_batch_must_split_over_the_workers():
