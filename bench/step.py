@@ -27,7 +27,7 @@ from torch import nn
 from gans import precision
 from gans.config import GANConfig
 from gans.loop import choose_precision
-from gans.step import Precision, timing_step
+from gans.step import timing_step
 
 PRESETS = {
     # resolution, channels, z_dim, width, batch, threads
@@ -113,8 +113,10 @@ def project_config(shape: dict, amp="auto", channels_last="auto") -> GANConfig:
 
 
 def project_step(shape: dict, device: torch.device, amp: bool, channels_last: bool):
-    """``gans.step``'s D and G updates on the project's DCGAN of the same shapes, as a zero-argument function."""
-    return timing_step(project_config(shape, amp, channels_last), device, shape["batch"], amp, channels_last)
+    """``gans.step``'s D and G updates on the project's DCGAN of the same shapes, as a zero-argument function;
+    autocast to the device's dtype (``gans.precision.autocast_dtype``: bf16, or fp16 on a GPU without it)."""
+    dtype = getattr(torch, precision.autocast_dtype(device)) if amp else None
+    return timing_step(project_config(shape, amp, channels_last), device, shape["batch"], amp, channels_last, dtype)
 
 
 def auto_step(shape: dict, device: torch.device):
@@ -169,11 +171,11 @@ def main() -> None:
         for name, step in variants.items():
             times[name].append(_timed(step, args.steps, device))
 
-    amp_dtype = Precision.create(device, enabled=True).dtype
+    amp_dtype = precision.autocast_dtype(device)
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     print(
         f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), threads {threads}, "
-        f"amp = {str(amp_dtype).removeprefix('torch.')} autocast; preset {args.preset}: {shape}; "
+        f"amp = {amp_dtype} autocast; preset {args.preset}: {shape}; "
         f"{args.rounds} rounds × {args.steps} steps, median per variant"
     )
     reference = statistics.median(times["textbook fp32"])

@@ -1,12 +1,14 @@
 """How far to trust a FID, precision or recall measured on few images: noise, equal-count scores, floors, FID∞.
 
-Pure functions of Inception features (torch tensors or numpy arrays, rows = images); float64 numpy inside.
+Pure functions of Inception features (torch tensors or numpy arrays, rows = images); float64 numpy inside
+(KID takes the rows as they come).
 ``reference`` is ``gans.metrics.reference_statistics``'s dict: ``mu``, ``sigma`` (the whole real set's),
 ``kid_features`` (the whole real set when it has ≤ 10 000 images, else a random subset) and ``n``.
 
 - ``fid_between``: FID between two feature sets, with Tr √(Σ_a Σ_b) as the nuclear norm of a small matrix.
 - ``fid_noise``: bootstrap standard deviation of FID, from the features already extracted.
 - ``precision_recall_equal``: improved precision/recall (torch-fidelity's) at equal real and generated counts.
+- ``kid_of``: torch-fidelity's KID of two feature sets (the one call of it, for ``gans.metrics.kid`` too).
 - ``achievable_floor``: the FID and KID of two disjoint halves of the real set: a perfect generator's score
   at those sizes, next to the generated set's score at the same sizes.
 - ``fid_infinity``: FID extrapolated to infinitely many generated images (Chong & Forsyth 2020).
@@ -18,7 +20,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 from torch_fidelity.metric_prc import (
     KEY_METRIC_F_SCORE,
     KEY_METRIC_PRECISION,
@@ -339,18 +341,29 @@ def precision_recall_equal(
     }
 
 
-def _kid(fake: np.ndarray, real: np.ndarray, seed: int) -> float:
-    """torch-fidelity's KID (mean over 10 subsets of min(1000, both counts) rows), generated first."""
-    size = min(1000, len(fake), len(real))
+def kid_of(fake: Features, real: Features, subsets: int, subset_size: int, seed: int) -> dict[str, Any]:
+    """torch-fidelity's KID of generated rows against real rows (generated first, as its API takes them):
+    ``kid_mean`` and ``kid_std`` over ``subsets`` subsets of ``kid_subset_size`` = ``subset_size`` capped by
+    both counts, drawn with seed ``seed``. The rows keep their dtype."""
+    size = min(subset_size, len(fake), len(real))
     out = kid_features_to_metric(
-        torch.from_numpy(fake),
-        torch.from_numpy(real),
-        kid_subsets=10,
+        torch.as_tensor(fake),
+        torch.as_tensor(real),
+        kid_subsets=subsets,
         kid_subset_size=size,
         rng_seed=seed,
         verbose=False,
     )
-    return float(out[KEY_METRIC_KID_MEAN])
+    return {
+        "kid_mean": float(out[KEY_METRIC_KID_MEAN]),
+        "kid_std": float(out[KEY_METRIC_KID_STD]),
+        "kid_subset_size": size,
+    }
+
+
+def _kid(fake: np.ndarray, real: np.ndarray, seed: int) -> float:
+    """KID's mean over 10 subsets of min(1000, both counts) rows (torch-fidelity's defaults), generated first."""
+    return kid_of(fake, real, subsets=10, subset_size=1000, seed=seed)["kid_mean"]
 
 
 def achievable_floor(

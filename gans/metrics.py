@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import get_featuresdict_from_dataset
 from tqdm import tqdm
@@ -33,7 +32,7 @@ from gans import precision
 from gans.atomic import atomic_file
 from gans.data import to_uint8
 from gans.errors import UserError
-from gans.metric_noise import fid_noise, precision_recall_of
+from gans.metric_noise import fid_noise, kid_of, precision_recall_of
 
 EXTRACTOR = "inception-v3-tf2015-offline"
 FEATURE = "2048"
@@ -188,6 +187,10 @@ def fold_batch_norms(graph: torch._C.Graph) -> int:
     return folded
 
 
+IN_TRAINING_BATCH = 64
+"""Images per Inception forward of the in-training FID."""
+
+
 class InceptionFeatures:
     """Pool3 features of the TF-2015 Inception, faster than torch-fidelity's path and with its numbers.
 
@@ -216,7 +219,7 @@ class InceptionFeatures:
             True,
             self.device,
             self._timing_steps,
-            {"extractor": "inception-tf2015", "micro_batch": self.MICRO_BATCH},
+            {"extractor": "inception-tf2015", "micro_batch": self.timing_batch},
         )
         self.autocast_dtype = getattr(torch, self.decision.dtype) if self.decision.amp else None
         self.net = self._load(fold=not self.decision.amp)
@@ -230,9 +233,16 @@ class InceptionFeatures:
             fold_batch_norms(net.graph)
         return net
 
+    @property
+    def timing_batch(self) -> int:
+        """Images per forward when timing: a micro-batch on the CPU; on CUDA, which runs whole batches, the
+        in-training FID's batch (``InTrainingFID``) and about evaluate's (``eval.batch_size``, 50)."""
+        return self.MICRO_BATCH if self.device.type == "cpu" else IN_TRAINING_BATCH
+
     def _timing_steps(self, options: list[precision.Candidate]) -> dict[precision.Candidate, Any]:
-        """One micro-batch through the exact graph (fp32) or the unfolded one under bf16 autocast, per candidate."""
-        x = torch.rand(self.MICRO_BATCH, 3, self.SIZE, self.SIZE, device=self.device).contiguous(
+        """One forward of ``timing_batch`` images through the exact graph (fp32) or the unfolded one under
+        autocast to the candidate's dtype, per candidate."""
+        x = torch.rand(self.timing_batch, 3, self.SIZE, self.SIZE, device=self.device).contiguous(
             memory_format=torch.channels_last
         )
 
@@ -330,7 +340,7 @@ class InTrainingFID:
         seed: int = 0,
         device: str | torch.device = "cpu",
         mode: str = "fast",
-        batch_size: int = 64,
+        batch_size: int = IN_TRAINING_BATCH,
         noise_replicates: int = 100,
         kid_subsets: int = 50,
         kid_subset_size: int = 100,
@@ -510,16 +520,7 @@ def kid(
     reference: dict[str, Any], features: torch.Tensor, subsets: int, subset_size: int, seed: int
 ) -> dict[str, float]:
     """Kernel Inception Distance (mean, std over subsets); ``subset_size`` is capped by both sample counts."""
-    real = torch.from_numpy(np.asarray(reference["kid_features"]))
-    size = min(subset_size, real.shape[0], features.shape[0])
-    out = kid_features_to_metric(
-        features, real, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False
-    )
-    return {
-        "kid_mean": out["kernel_inception_distance_mean"],
-        "kid_std": out["kernel_inception_distance_std"],
-        "kid_subset_size": size,
-    }
+    return kid_of(features, np.asarray(reference["kid_features"]), subsets, subset_size, seed)
 
 
 def precision_recall(reference: dict[str, Any], features: torch.Tensor, neighborhood: int = 3) -> dict[str, float]:

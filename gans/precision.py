@@ -180,7 +180,8 @@ def relative_speeds(times: dict[Candidate, list[float]]) -> dict[str, float]:
     """Each candidate's speed relative to the reference, which comes first: fp32 contiguous when it was
     timed, else the first candidate (> 1: faster)."""
     medians = {candidate: statistics.median(samples) for candidate, samples in times.items() if samples}
-    reference = BASELINE if BASELINE in medians else next(iter(medians))
+    fp32 = [c for c in medians if (c.amp, c.channels_last) == (BASELINE.amp, BASELINE.channels_last)]
+    reference = fp32[0] if fp32 else next(iter(medians))
     order = [reference] + [candidate for candidate in medians if candidate != reference]
     return {candidate.name: medians[reference] / medians[candidate] for candidate in order}
 

@@ -127,9 +127,9 @@ class SweepConfig:
     steps: int = 600
     """Budget per trial, in generator steps (train.steps is the winner's, trained afterwards)."""
     fid_every: Optional[int] = None
-    """Report the in-training FID (and take a checkpoint) every this many steps; null: only where the scheduler
-    compares trials (ASHA's rungs) and at a trial's last step, so no Inception pass goes to a report that no
-    decision reads (``report_steps``)."""
+    """Also report the in-training FID (and take a checkpoint) every this many steps; null: only where the
+    scheduler compares trials (ASHA's rungs) and at a trial's last step, so no Inception pass goes to a report
+    that no decision reads (``report_steps``)."""
     scheduler: str = "asha"
     """asha: stop weak trials early at rungs grace_steps × reduction_factor^k; fifo: run every trial to the end."""
     grace_steps: int = 200
@@ -202,16 +202,16 @@ class SweepConfig:
             raise ConfigError(f"sweep.reduction_factor={self.reduction_factor} must be at least 2.")
 
     def report_steps(self) -> tuple[int, ...]:
-        """The steps at which a trial scores and reports: every ``fid_every``, or (null) ASHA's rungs below
-        ``steps`` (``grace_steps × reduction_factor^k``, where ``ray_runtime.tuning.asha`` compares trials) and
-        ``steps`` itself; with fifo, ``steps`` alone."""
-        if self.fid_every:
-            return tuple(range(self.fid_every, self.steps + 1, self.fid_every))
-        rungs, rung = [], self.grace_steps
+        """The steps at which a trial scores, reports and checkpoints, in order: ASHA's rungs below ``steps``
+        (``grace_steps × reduction_factor^k``, where ``ray_runtime.tuning.asha`` compares trials; none with
+        fifo), every ``fid_every`` steps when set, and ``steps`` itself."""
+        scored, rung = {self.steps}, self.grace_steps
         while self.scheduler == "asha" and rung < self.steps:
-            rungs.append(rung)
+            scored.add(rung)
             rung *= self.reduction_factor
-        return (*rungs, self.steps)
+        if self.fid_every:
+            scored.update(range(self.fid_every, self.steps + 1, self.fid_every))
+        return tuple(sorted(scored))
 
 
 @dataclass(frozen=True)

@@ -179,12 +179,16 @@ def test_a_resumed_run_on_the_same_machine_keeps_its_decision(cache, tiny_datase
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_real_cuda_calibration_times_fp32_and_autocast(cache):
+@pytest.mark.parametrize("fp16", [False, True], ids=["the-gpus-dtype", "fp16-with-gradscalers"])
+def test_a_real_cuda_calibration_times_fp32_and_autocast(cache, monkeypatch, fp16):
+    if fp16:  # what a GPU without native bf16 runs: float16 autocast with one GradScaler per network
+        monkeypatch.setattr(precision, "cuda_autocast_dtype", lambda device: torch.float16)
     cfg = tiny_config(train={"batch_size": 16})
     start = time.perf_counter()
     decision = choose_precision(cfg, torch.device("cuda"), batch=16)
     print(f"CUDA calibration: {time.perf_counter() - start:.2f} s; {decision.sentence()}")
     autocast = precision.SHORT[precision.autocast_dtype(torch.device("cuda"))]
+    assert autocast == "fp16" or not fp16
     assert decision.how == "measured" and set(decision.speed) == {
         "fp32",
         "fp32 + channels_last",
