@@ -176,23 +176,23 @@ class _IgnoresZ(MLP):
         return generator
 
 
-def _score(faces: PreparedDataset) -> InTrainingFID:
-    return InTrainingFID(
-        reference_statistics(features_of_images(faces.uint8(), make_extractor(mode="fast"), verbose=False)), 48, seed=1
-    )
-
-
 def test_a_generator_that_ignores_z_collapses_and_a_healthy_run_gets_no_diagnosis(faces8, tmp_path, monkeypatch):
     monkeypatch.setitem(MODELS._entries, "mlp-ignoring-z", _IgnoresZ)  # registered for this test only
+    reference = reference_statistics(features_of_images(faces8.uint8(), make_extractor(mode="fast"), verbose=False))
     collapsed = fit(
         _mlp(model={"name": "mlp-ignoring-z"}, train={"fid_every": 100}),
         faces8,
         work_dir=tmp_path / "collapsed",
-        score=_score(faces8),
+        score=InTrainingFID(reference, 48, seed=1),
     )
     assert "mode_collapse" in [d["name"] for d in collapsed["diagnosis"]]
     assert collapsed["history"][-1]["duplicates"] == 1.0
 
-    healthy = fit(_mlp(train={"fid_every": 100}), faces8, work_dir=tmp_path / "healthy", score=_score(faces8))
+    healthy = fit(
+        _mlp(train={"fid_every": 100}),
+        faces8,
+        work_dir=tmp_path / "healthy",
+        score=InTrainingFID(reference, 48, seed=1),
+    )
     assert healthy["diagnosis"] == [] and healthy["stopped_by"] == []
     assert healthy["history"][-1]["diversity"] > 0.5
