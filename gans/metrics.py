@@ -221,7 +221,7 @@ class InceptionFeatures:
             self._timing_steps,
             {"extractor": "inception-tf2015", "micro_batch": self.timing_batch},
         )
-        self.autocast_dtype = getattr(torch, self.decision.dtype) if self.decision.amp else None
+        self.autocast_dtype = self.decision.torch_dtype
         self.net = self._load(fold=not self.decision.amp)
 
     def _load(self, fold: bool) -> torch.jit.ScriptModule:

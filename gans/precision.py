@@ -49,6 +49,11 @@ DROP_SLOWER_THAN = 2.0
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
+def autocast_torch_dtype(amp: bool, dtype: str) -> Optional[torch.dtype]:
+    """The torch dtype to autocast to (``dtype`` named as in ``SHORT``), or None without autocast."""
+    return getattr(torch, dtype) if amp else None
+
+
 @dataclass(frozen=True, order=True)
 class Candidate:
     """One way to run the step: autocast (to ``dtype``) or not, channels-last or not."""
@@ -56,7 +61,7 @@ class Candidate:
     amp: bool
     channels_last: bool
     dtype: str = "bfloat16"
-    """The autocast dtype when ``amp``: bfloat16, or float16 (CUDA without native bf16)."""
+    """The autocast dtype when ``amp``: bfloat16, or float16 (CUDA without native bf16); the default without."""
 
     @property
     def name(self) -> str:
@@ -65,7 +70,7 @@ class Candidate:
     @property
     def torch_dtype(self) -> Optional[torch.dtype]:
         """The autocast dtype, or None without autocast."""
-        return getattr(torch, self.dtype) if self.amp else None
+        return autocast_torch_dtype(self.amp, self.dtype)
 
 
 BASELINE = Candidate(amp=False, channels_last=False)
@@ -102,6 +107,11 @@ class Decision:
             f"precision {precision}, channels_last {'on' if self.channels_last else 'off'} "
             f"({'; '.join(evidence)}; on {self.machine})"
         )
+
+    @property
+    def torch_dtype(self) -> Optional[torch.dtype]:
+        """The autocast dtype, or None without autocast."""
+        return autocast_torch_dtype(self.amp, self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,10 +174,10 @@ def candidates(
     amp: Setting, channels_last: Setting, bf16_native: Optional[bool], dtype: str = "bfloat16"
 ) -> list[Candidate]:
     """The candidates a setting allows, autocast to ``dtype``; a bf16 autocast is tried under ``auto`` unless
-    the processor surely lacks native bf16."""
+    the processor surely lacks native bf16. A float32 candidate is the same whatever ``dtype`` is."""
     amps = [amp] if amp != AUTO else ([False] if bf16_native is False and dtype == "bfloat16" else [False, True])
     layouts = [channels_last] if channels_last != AUTO else [False, True]
-    return [Candidate(a, c, dtype) for a in amps for c in layouts]
+    return [Candidate(a, c, dtype) if a else Candidate(a, c) for a in amps for c in layouts]
 
 
 def choose(times: dict[Candidate, list[float]]) -> Candidate:
@@ -180,8 +190,7 @@ def relative_speeds(times: dict[Candidate, list[float]]) -> dict[str, float]:
     """Each candidate's speed relative to the reference, which comes first: fp32 contiguous when it was
     timed, else the first candidate (> 1: faster)."""
     medians = {candidate: statistics.median(samples) for candidate, samples in times.items() if samples}
-    fp32 = [c for c in medians if (c.amp, c.channels_last) == (BASELINE.amp, BASELINE.channels_last)]
-    reference = fp32[0] if fp32 else next(iter(medians))
+    reference = BASELINE if BASELINE in medians else next(iter(medians))
     order = [reference] + [candidate for candidate in medians if candidate != reference]
     return {candidate.name: medians[reference] / medians[candidate] for candidate in order}
 

@@ -52,7 +52,7 @@ class Precision:
     @classmethod
     def of(cls, device: torch.device, decision) -> Precision:
         """The precision a ``gans.precision.Decision`` names."""
-        return cls.create(device, decision.amp, getattr(torch, decision.dtype) if decision.amp else None)
+        return cls.create(device, decision.amp, decision.torch_dtype)
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)

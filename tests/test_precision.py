@@ -45,7 +45,7 @@ def test_bf16_is_a_candidate_unless_the_cpu_surely_lacks_it():
 
 
 def test_a_gpu_without_native_bf16_weighs_fp16_against_fp32():
-    fp16 = [Candidate(False, False, "float16"), Candidate(True, False, "float16")]
+    fp16 = [Candidate(False, False), Candidate(True, False, "float16")]
     assert precision.candidates("auto", False, bf16_native=None, dtype="float16") == fp16
     assert [c.name for c in fp16] == ["fp32", "fp16"]
     # A CPU without native bf16 never tries bf16; the GPU's fp16 is not bf16, so it is tried.
