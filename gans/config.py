@@ -236,7 +236,7 @@ class TrainConfig:
     channels_last: Union[bool, str] = "auto"
     """Channels-last memory format for the models and image batches (NHWC convolutions): true, false, or auto
     (the calibration's choice)."""
-    fid_every: int = 1000
+    fid_every: int = 2000
     """Score G_ema's FID (fast extractor) every this many steps, which are also log steps (0: never).
 
     The scores are logged, reported to Ray, and the weights with the best one are kept beside the final ones."""

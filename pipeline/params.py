@@ -124,7 +124,7 @@ class SweepConfig:
     """Adam betas of G and D in every trial (null: each loss's known-good betas; hinge and wgan-gp (0, 0.9), else optim's)."""
     n_critic: Optional[int] = None
     """D updates per G update in every trial (null: 5 for wgan-gp, 1 otherwise)."""
-    steps: int = 600
+    steps: int = 400
     """Budget per trial, in generator steps (train.steps is the winner's, trained afterwards)."""
     fid_every: Optional[int] = None
     """Also report the in-training FID (and take a checkpoint) every this many steps; null: only where the

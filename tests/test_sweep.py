@@ -64,11 +64,12 @@ def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
 @pytest.mark.parametrize(
     "section, steps",
     [
-        ({}, (200, 600)),  # the default: ASHA's rungs at 200 and 600, nothing at 400 that no decision reads
-        ({"scheduler": "fifo"}, (600,)),  # nothing compares trials before their end
-        ({"fid_every": 200}, (200, 400, 600)),  # a regular curve, when asked for
-        ({"fid_every": 300}, (200, 300, 600)),  # ... with ASHA's rungs kept, so each decision reads its own step
-        ({"fid_every": 200, "scheduler": "fifo"}, (200, 400, 600)),
+        ({}, (200, 400)),  # the default: ASHA's rung at 200 and the last step
+        ({"steps": 600}, (200, 600)),  # rungs at 200 and 600, nothing at 400 that no decision reads
+        ({"scheduler": "fifo"}, (400,)),  # nothing compares trials before their end
+        ({"steps": 600, "fid_every": 200}, (200, 400, 600)),  # a regular curve, when asked for
+        ({"steps": 600, "fid_every": 300}, (200, 300, 600)),  # ... with ASHA's rungs kept: each decision reads its step
+        ({"steps": 600, "fid_every": 200, "scheduler": "fifo"}, (200, 400, 600)),
         ({"steps": 5000, "grace_steps": 1000, "reduction_factor": 3}, (1000, 3000, 5000)),
         ({"steps": 800, "grace_steps": 100, "reduction_factor": 2}, (100, 200, 400, 800)),
     ],
