@@ -115,7 +115,7 @@ def project_config(shape: dict, amp="auto", channels_last="auto") -> GANConfig:
 def project_step(shape: dict, device: torch.device, amp: bool, channels_last: bool):
     """``gans.step``'s D and G updates on the project's DCGAN of the same shapes, as a zero-argument function;
     autocast to the device's dtype (``gans.precision.autocast_dtype``: bf16, or fp16 on a GPU without it)."""
-    dtype = getattr(torch, precision.autocast_dtype(device)) if amp else None
+    dtype = precision.autocast_torch_dtype(amp, precision.autocast_dtype(device))
     return timing_step(project_config(shape, amp, channels_last), device, shape["batch"], amp, channels_last, dtype)
 
 

@@ -72,6 +72,11 @@ class Candidate:
         """The autocast dtype, or None without autocast."""
         return autocast_torch_dtype(self.amp, self.dtype)
 
+    @property
+    def compute_dtype(self) -> str:
+        """What a ``Decision`` records as its ``dtype``: "float32", or the autocast dtype."""
+        return self.dtype if self.amp else "float32"
+
 
 BASELINE = Candidate(amp=False, channels_last=False)
 
@@ -283,7 +288,7 @@ def decide(
     if len(options) == 1:
         only = options[0]
         how = "forced" if amp != AUTO and channels_last != AUTO else "only candidate"
-        return Decision(only.amp, only.channels_last, only.dtype if only.amp else "float32", how, where, {}, skipped)
+        return Decision(only.amp, only.channels_last, only.compute_dtype, how, where, {}, skipped)
 
     key = cache_key(device, {**shapes, "candidates": [c.name for c in options]})
     times, how = read_cached(key), "cached"
@@ -291,6 +296,4 @@ def decide(
         times, how = time_candidates(steps_of(options), budget_s), "measured"
         write_cached(key, times, f"{where}; threads {torch.get_num_threads()}; {json.dumps(shapes, default=str)}")
     best = choose(times)
-    return Decision(
-        best.amp, best.channels_last, best.dtype if best.amp else "float32", how, where, relative_speeds(times), skipped
-    )
+    return Decision(best.amp, best.channels_last, best.compute_dtype, how, where, relative_speeds(times), skipped)
