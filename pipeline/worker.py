@@ -17,7 +17,6 @@ from gans import checkpoint
 from gans.config import IN_TRAINING_FID_SEED, GANConfig
 from gans.data import PreparedDataset
 from gans.loop import fit
-from gans.metrics import InTrainingFID, load_reference
 from pipeline.live import LiveLog
 from pipeline.ray_runtime import training as ray_training
 
@@ -45,6 +44,10 @@ def fit_with_ray(config: dict[str, Any], view: ray_training.WorkerView) -> dict[
 
     score = None
     if rank == 0 and cfg.train.scored and config.get("reference"):
+        # Imported here: Inception and torch-fidelity (with torchvision) take about a second to import, which a
+        # run that scores nothing (every rank but 0, or no reference) need not pay.
+        from gans.metrics import InTrainingFID, load_reference
+
         score = InTrainingFID(
             load_reference(config["reference"]), cfg.train.fid_samples, seed=IN_TRAINING_FID_SEED, device=device
         )
