@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny prepared dataset on disk, and LFW photos for face detection (helpers: tests/helpers.py)."""
+"""Shared fixtures: a tiny prepared dataset on disk, LFW photos for face detection, and 8 px LFW faces with their
+reference statistics for the sweeps (helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,24 @@ def _lfw_subset() -> np.ndarray:
 def lfw_photo(index: int, size: int = 100) -> Image.Image:
     """scikit-image's LFW image ``index`` (0–99 faces, 100–199 non-faces), grayscale, bicubic-upscaled to ``size`` px."""
     return Image.fromarray((_lfw_subset()[index] * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+
+
+@pytest.fixture(scope="session")
+def faces(tmp_path_factory) -> tuple[str, str]:
+    """The 100 LFW faces at 8 px, prepared, and their reference statistics: (prepared dir, reference file).
+
+    One copy for the whole session (the sweeps only read it): its reference costs 100 Inception images."""
+    from gans.data import write_prepared
+    from gans.metrics import features_of_images, make_extractor, reference_statistics, save_reference
+
+    root = tmp_path_factory.mktemp("faces")
+    images = np.stack([np.asarray(lfw_photo(i, 8))[None] for i in range(100)]).astype(np.uint8)
+    prepared = write_prepared(root / "prepared", images, {"count": 100})
+    reference = root / "reference.npz"
+    save_reference(
+        reference, reference_statistics(features_of_images(torch.from_numpy(images), make_extractor(), verbose=False))
+    )
+    return str(prepared), str(reference)
 
 
 @pytest.fixture

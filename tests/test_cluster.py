@@ -26,9 +26,9 @@ from tests.test_ray_train import stage_params
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
-# Tiny and quick: no sweep, 20 steps of 2 DDP workers (one per node), two FID draws, no extra BatchNorm pass.
+# Tiny and quick: no sweep, 20 steps of 2 DDP workers (one per node), one FID draw, no extra BatchNorm pass.
 JOB_OVERRIDES = [
-    *("-S", "sweep.enabled=false", "-S", "train.steps=20", "-S", "eval.fid_draws=2"),
+    *("-S", "sweep.enabled=false", "-S", "train.steps=20", "-S", "eval.fid_draws=1"),
     *("-S", "eval.training_stats_fid=false"),
 ]
 
@@ -262,17 +262,20 @@ def _check_applied(repos, env, metrics):
     assert diff["metrics/eval.json"]["fid"]["new"] == metrics["fid"]
 
 
-def test_sweep_trials_run_at_once_on_different_nodes(tmp_path, cluster, monkeypatch):
+def test_sweep_trials_run_at_once_on_different_nodes(tmp_path, faces, cluster, monkeypatch):
     """Two trials of one 1-CPU worker each on two 1-CPU nodes: Tune runs them together, one per node."""
     from pipeline import sweep as sweep_stage
     from pipeline.ray_runtime import tuning
-    from tests.test_sweep import _faces, _sweep_params
+    from tests.test_sweep import FEW_SAMPLES, _sweep_params
 
     params = _sweep_params(
         tmp_path,
-        _faces(tmp_path),
+        faces,
+        fid_samples=FEW_SAMPLES,
         losses=["bce", "hinge"],
         ttur_ratios=[1],
+        steps=60,
+        fid_every=30,  # two reports each, whose times must interleave
         scheduler="fifo",
         max_concurrent=2,
         workers_per_trial=1,

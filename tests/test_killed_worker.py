@@ -32,7 +32,7 @@ from pipeline import train as train_stage
 from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.cluster import RUN_NAME
 from tests.test_ray_train import stage_params
-from tests.test_sweep import _faces, _sweep_params, _table
+from tests.test_sweep import FEW_SAMPLES, _sweep_params, _table
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
@@ -180,13 +180,14 @@ def _trial_processes() -> list[psutil.Process]:
 
 
 def test_a_sweep_trial_whose_process_is_killed_retries_from_its_checkpoint_and_the_sweep_completes(
-    tmp_path, monkeypatch, capfd
+    tmp_path, faces, monkeypatch, capfd
 ):
     """2 trials, one at a time; the first trial's process is SIGKILLed once Tune has registered its step-20
     checkpoint: Tune restarts it from there, and the sweep completes."""
     params = _sweep_params(
         tmp_path,
-        _faces(tmp_path / "faces"),
+        faces,
+        fid_samples=FEW_SAMPLES,
         losses=["bce", "hinge"],
         ttur_ratios=[1],
         steps=40,

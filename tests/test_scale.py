@@ -106,7 +106,7 @@ def test_streamed_reference_statistics_of_image_chunks(tmp_path):
 
 # The stages on 64 px colour photos ----------------------------------------------------------------------------------
 
-COUNT = 200
+COUNT = 100
 
 
 def _params(folder: Path) -> dict:

@@ -12,20 +12,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
-import numpy as np
 import pytest
-import torch
 import yaml
 
 from gans.config import ConfigError
-from gans.data import write_prepared
-from gans.metrics import features_of_images, make_extractor, reference_statistics, save_reference
 from pipeline import sweep as sweep_stage
 from pipeline.params import Params, PathsConfig, RayConfig, SweepConfig, load_params, parse_params
 from pipeline.ray_runtime.tuning import TrialOutcome
 from pipeline.sweep_report import margin_sentence, summarize, sweep_metrics
-from tests.conftest import lfw_photo
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
@@ -249,17 +245,6 @@ def test_the_winner_overrides_params_yaml_for_train(tmp_path, monkeypatch):
 # --- real sweeps ----------------------------------------------------------------------------------------------
 
 
-def _faces(root: Path, resolution: int = 8) -> tuple[str, str]:
-    """The 100 LFW faces at ``resolution`` px, prepared, with their reference statistics."""
-    images = np.stack([np.asarray(lfw_photo(i, resolution))[None] for i in range(100)]).astype(np.uint8)
-    prepared = write_prepared(root / "prepared", images, {"count": 100})
-    reference = root / "reference.npz"
-    save_reference(
-        reference, reference_statistics(features_of_images(torch.from_numpy(images), make_extractor(), verbose=False))
-    )
-    return str(prepared), str(reference)
-
-
 TINY_GAN = {
     "data": {"resolution": 8, "channels": 1},
     "model": {"name": "mlp", "z_dim": 16, "g_width": 64, "d_width": 64},
@@ -267,7 +252,13 @@ TINY_GAN = {
 }
 
 
-def _sweep_params(tmp_path: Path, data: tuple[str, str], **sweep) -> Params:
+FEW_SAMPLES = 16
+"""``train.fid_samples`` of the sweeps whose tests read where and when trials ran, not their scores."""
+
+
+def _sweep_params(tmp_path: Path, data: tuple[str, str], fid_samples: Optional[int] = None, **sweep) -> Params:
+    """Params of a sweep over ``data`` (``faces``) with TINY_GAN's model and training; ``fid_samples``
+    replaces TINY_GAN's in-training FID sample count."""
     paths = PathsConfig(
         prepared=data[0],
         reference=data[1],
@@ -276,18 +267,14 @@ def _sweep_params(tmp_path: Path, data: tuple[str, str], **sweep) -> Params:
         sweep_metrics=str(tmp_path / "metrics/sweep.json"),
         sweep_plots=str(tmp_path / "plots/sweep"),
     )
-    raw = {**TINY_GAN, "sweep": {"steps": 120, "fid_every": 30, "grace_steps": 60, "reduction_factor": 2, **sweep}}
+    train = {**TINY_GAN["train"], **({"fid_samples": fid_samples} if fid_samples else {})}
+    raw = {**TINY_GAN, "train": train, "sweep": {"steps": 120, "grace_steps": 60, "reduction_factor": 2, **sweep}}
     return dataclasses.replace(parse_params(raw), ray=RayConfig(storage_path=str(tmp_path / "ray")), paths=paths)
 
 
 def _table(params: Params) -> list[dict]:
     with open(params.paths.sweep_trials) as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory):
-    return _faces(tmp_path_factory.mktemp("faces"))
 
 
 def _seed_ordering(params: Params, ranks: dict[float, int]) -> Params:
@@ -305,7 +292,8 @@ def _seed_ordering(params: Params, ranks: dict[float, int]) -> Params:
 
 @pytest.fixture(scope="module")
 def asha_sweep(tmp_path_factory, faces):
-    """bce/wgan-gp × ratios {1, 1e-6 (D frozen: G cannot learn)}, ASHA, 2 trials at a time.
+    """bce/wgan-gp × ratios {1, 1e-6 (D frozen: G cannot learn)}, ASHA, 2 trials at a time, scored at its rung
+    (step 60) and at the end (step 120).
 
     An infinite gradient-penalty weight makes every wgan-gp trial diverge (its D loss turns NaN/inf).
     The ratio-1 trials run first: the learning one sets the bar at each rung.
@@ -389,6 +377,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_ended_trials(tmp_path, f
     def write_params(resume: bool) -> None:
         raw = {
             **TINY_GAN,
+            "train": {**TINY_GAN["train"], "fid_samples": FEW_SAMPLES},
             "sweep": {
                 "losses": ["bce", "hinge"],
                 "ttur_ratios": [1],
