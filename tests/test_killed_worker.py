@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 import psutil
 import pytest
+import ray
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 from gans import checkpoint, dist
@@ -30,11 +31,26 @@ from gans.atomic import atomic_file
 from pipeline import sweep as sweep_stage
 from pipeline import train as train_stage
 from pipeline.ray_runtime import tuning
-from pipeline.ray_runtime.cluster import RUN_NAME
+from pipeline.ray_runtime.cluster import RUN_NAME, init_ray
 from tests.test_ray_train import stage_params
 from tests.test_sweep import FEW_SAMPLES, _sweep_params, _table
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_local_ray():
+    """One local Ray instance for the module's runs (a stage uses the Ray its process already runs).
+
+    Ray registers a reported checkpoint when its Train controller next polls the workers; the kill must land
+    2–5 steps after a registration, so the controller polls every 0.1 s here (1 s in the project)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")  # the controller reads it from Ray's environment
+    init_ray(None, num_cpus=max(2, os.cpu_count() or 1))
+    yield
+    ray.shutdown()
+    patch.undo()
+
 
 WAIT_S = 240
 """Longest wait for a kill point (the run then fails the test instead of hanging it)."""
@@ -105,10 +121,8 @@ def test_a_killed_worker_resumes_from_the_latest_snapshot_bit_identically(tmp_pa
     steps, and its final G, G_ema and D equal an uninterrupted run's bit for bit (2 DDP workers on CPU)."""
     snapshot_every, steps = 10, 60
     train = {"steps": steps, "log_every": 1, "snapshot_every": snapshot_every}
-    # Ray registers a reported checkpoint when its controller next polls the workers. The kill must land 2–5
-    # steps after a registration, so the controller polls often here (the project's default is 1 s), and the
-    # models are wide enough that a step takes a good part of a poll interval.
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    # The controller polls every 0.1 s (one_local_ray), and the models are wide enough that a step takes a good
+    # part of a poll interval.
     model = {"g_width": 32, "d_width": 32}
     straight = checkpoint.load(
         train_stage.run(stage_params(tmp_path / "straight", tiny_dataset, train=train, model=model))
