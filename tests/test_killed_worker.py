@@ -23,7 +23,6 @@ from typing import Callable, Optional
 
 import psutil
 import pytest
-import ray
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 from gans import checkpoint, dist
@@ -31,7 +30,8 @@ from gans.atomic import atomic_file
 from pipeline import sweep as sweep_stage
 from pipeline import train as train_stage
 from pipeline.ray_runtime import tuning
-from pipeline.ray_runtime.cluster import RUN_NAME, init_ray
+from pipeline.ray_runtime.cluster import RUN_NAME
+from tests.helpers import local_ray
 from tests.test_ray_train import stage_params
 from tests.test_sweep import FEW_SAMPLES, _sweep_params, _table
 
@@ -44,12 +44,8 @@ def one_local_ray():
 
     Ray registers a reported checkpoint when its Train controller next polls the workers; the kill must land
     2–5 steps after a registration, so the controller polls every 0.1 s here (1 s in the project)."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")  # the controller reads it from Ray's environment
-    init_ray(None, num_cpus=max(2, os.cpu_count() or 1))
-    yield
-    ray.shutdown()
-    patch.undo()
+    with local_ray(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1"):  # the controller reads it from Ray's environment
+        yield
 
 
 WAIT_S = 240

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import pytest
-import ray
 
 from gans import checkpoint, dist
 from gans.config import ConfigError
 from pipeline.params import Params, PathsConfig, RayConfig
-from pipeline.ray_runtime.cluster import init_ray
-from tests.helpers import tiny_config, write_tiny_dataset
+from tests.helpers import local_ray, tiny_config, write_tiny_dataset
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
@@ -21,10 +18,8 @@ pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-
 @pytest.fixture(scope="module", autouse=True)
 def one_local_ray():
     """One local Ray instance for every run of this module: a stage uses the Ray its process already runs."""
-    init_ray(None, num_cpus=max(2, os.cpu_count() or 1))
-    yield
-    assert ray.is_initialized(), "a stage shut down a Ray instance it had not started"
-    ray.shutdown()
+    with local_ray():
+        yield
 
 
 def stage_params(tmp_path, tiny_dataset, storage: str | None = None, workers: int = 2, **sections) -> Params:
