@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import yaml
@@ -256,9 +255,15 @@ FEW_SAMPLES = 16
 """``train.fid_samples`` of the sweeps whose tests read where and when trials ran, not their scores."""
 
 
-def _sweep_params(tmp_path: Path, data: tuple[str, str], fid_samples: Optional[int] = None, **sweep) -> Params:
-    """Params of a sweep over ``data`` (``faces``) with TINY_GAN's model and training; ``fid_samples``
-    replaces TINY_GAN's in-training FID sample count."""
+def _tiny_gan(fid_samples: int = TINY_GAN["train"]["fid_samples"]) -> dict:
+    """TINY_GAN with ``fid_samples`` generated images per in-training FID."""
+    return {**TINY_GAN, "train": {**TINY_GAN["train"], "fid_samples": fid_samples}}
+
+
+def _sweep_params(
+    tmp_path: Path, data: tuple[str, str], fid_samples: int = TINY_GAN["train"]["fid_samples"], **sweep
+) -> Params:
+    """Params of a sweep over ``data`` (``faces``) with TINY_GAN's model and training (``_tiny_gan``)."""
     paths = PathsConfig(
         prepared=data[0],
         reference=data[1],
@@ -267,8 +272,7 @@ def _sweep_params(tmp_path: Path, data: tuple[str, str], fid_samples: Optional[i
         sweep_metrics=str(tmp_path / "metrics/sweep.json"),
         sweep_plots=str(tmp_path / "plots/sweep"),
     )
-    train = {**TINY_GAN["train"], **({"fid_samples": fid_samples} if fid_samples else {})}
-    raw = {**TINY_GAN, "train": train, "sweep": {"steps": 120, "grace_steps": 60, "reduction_factor": 2, **sweep}}
+    raw = {**_tiny_gan(fid_samples), "sweep": {"steps": 120, "grace_steps": 60, "reduction_factor": 2, **sweep}}
     return dataclasses.replace(parse_params(raw), ray=RayConfig(storage_path=str(tmp_path / "ray")), paths=paths)
 
 
@@ -376,8 +380,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_ended_trials(tmp_path, f
 
     def write_params(resume: bool) -> None:
         raw = {
-            **TINY_GAN,
-            "train": {**TINY_GAN["train"], "fid_samples": FEW_SAMPLES},
+            **_tiny_gan(FEW_SAMPLES),
             "sweep": {
                 "losses": ["bce", "hinge"],
                 "ttur_ratios": [1],
