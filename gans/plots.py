@@ -1,4 +1,8 @@
-"""Pictures a person would rather look at than numbers: sample grids and loss curves (PNG)."""
+"""Pictures a person would rather look at than numbers: sample grids and loss curves (PNG).
+
+torchvision (grids) and matplotlib (curves) are imported by the functions that draw with them: either takes
+about a second to import, and a process that draws only the other kind need not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from gans.atomic import atomic_file
 
@@ -41,6 +44,8 @@ def _save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
 def grid_image(images: torch.Tensor, nrow: int | None = None, upscale: int = 2) -> torch.Tensor:
     """Images in [-1, 1] ([N, C, H, W]) as one grid image in [0, 1] ([C, H, W]), nearest-upscaled so small
     images stay visible; ``nrow`` images a row (default: a square)."""
+    from torchvision.utils import make_grid
+
     images = images.detach().float().cpu()
     if upscale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=upscale, mode="nearest")
@@ -50,6 +55,8 @@ def grid_image(images: torch.Tensor, nrow: int | None = None, upscale: int = 2) 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, upscale: int = 2) -> Path:
     """Save images in [-1, 1] ([N, C, H, W]) as one grid PNG (``grid_image``)."""
+    from torchvision.utils import save_image
+
     grid = grid_image(images, nrow, upscale)
     return _atomic_png(path, lambda tmp: save_image(grid, tmp))
 

@@ -16,8 +16,9 @@ every configuration over seeds. Writes:
 - ``paths.sweep_best``: the winner's overrides of params.yaml, a params file of the train stage
   (``{}`` with ``sweep.enabled: false``: train then uses params.yaml as it is).
 
-This module checks the sweep and runs it (the search space is ``tuning.search_space``, a trial is
-``pipeline.sweep_trial``); ``pipeline.sweep_report`` turns the trials' outcomes into the files above.
+This module checks the sweep and runs it (``search``; the search space's points are ``pipeline.sweep_space``'s,
+Tune's space is ``tuning.search_space``, a trial is ``pipeline.sweep_trial``); ``pipeline.sweep_report`` turns
+the trials' outcomes into the files above. Ray, Tune and torch-fidelity load only when the sweep runs.
 """
 
 from __future__ import annotations
@@ -34,13 +35,8 @@ from gans.config import ConfigError, GANConfig, require_registered
 from gans.errors import UserError
 from gans.loop import check_config, worker_batch
 from gans.losses import LOSSES
-from gans.metrics import load_reference
 from gans.models import MODELS
 from pipeline.params import Params, RayConfig, SweepConfig, load_params, print_config, run_stage, write_json
-from pipeline.ray_runtime import tuning
-from pipeline.ray_runtime.cluster import ray_session, storage_uri
-from pipeline.ray_runtime.trial import trains_in_trial
-from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO, SEED
 from pipeline.sweep_report import (
     label,
     margin_sentence,
@@ -51,7 +47,7 @@ from pipeline.sweep_report import (
     write_table,
     write_winner,
 )
-from pipeline.sweep_trial import run_trial, trial_config
+from pipeline.sweep_space import LOSS, MODEL, RATIO, SEED, TrialOutcome, trial_config
 
 
 class SweepError(UserError):
@@ -84,6 +80,8 @@ def grid_points(sweep: SweepConfig, base: GANConfig) -> list[dict[str, Any]]:
 
 def check_sweep(params: Params) -> None:
     """Everything that can be checked before Ray starts: names in the space, cadence, the reference."""
+    from gans.metrics import load_reference  # torch-fidelity: only for a sweep that runs
+
     sweep, base = params.sweep, params.gan
     worker_batch(base.train.batch_size, sweep.workers_per_trial)  # trials split the same global batch
     for loss in sweep.losses:
@@ -123,6 +121,8 @@ def trial_ray_config(params: Params) -> RayConfig:
     """The Ray settings of every trial: its own worker count, runs kept under ``ray.storage_path``/sweep.
 
     The path is made absolute here: trials run in working directories of Tune's own."""
+    from pipeline.ray_runtime.cluster import storage_uri
+
     root = storage_uri(params.ray.storage_path).rstrip("/") + "/sweep"
     return dataclasses.replace(
         params.ray,
@@ -146,6 +146,33 @@ def run(params: Params) -> Optional[dict[str, Any]]:
         print(f"[sweep] disabled: empty {paths.sweep_best}, train uses params.yaml as it is", flush=True)
         return None
     check_sweep(params)
+    started = time.perf_counter()
+    outcomes = search(params)
+    rows = summarize(outcomes, params)
+    write_table(rows, paths.sweep_trials)
+    write_plots(rows, params, paths.sweep_plots)
+    if not rows or rows[0]["score"] is None:
+        raise SweepError(
+            f"No trial of the sweep produced a finite {sweep.metric.upper()} ({len(rows)} trials, see "
+            f"{paths.sweep_trials}); lower sweep.ttur_ratios or sweep.lr_g."
+        )
+    metrics = {**sweep_metrics(rows, params), "wall_s": round(time.perf_counter() - started, 1)}
+    write_json(paths.sweep_metrics, metrics)
+    write_winner(winner_overrides(rows[0], params), paths.sweep_best)
+    return metrics
+
+
+def search(params: Params) -> list[TrialOutcome]:
+    """Every trial's outcome, from Ray Tune.
+
+    Ray, Tune and the trials' training are imported here, not with this module: a disabled sweep needs none
+    of them (they take seconds to import)."""
+    from pipeline.ray_runtime import tuning
+    from pipeline.ray_runtime.cluster import ray_session
+    from pipeline.ray_runtime.trial import trains_in_trial
+    from pipeline.sweep_trial import run_trial
+
+    paths, sweep = params.paths, params.sweep
     ray_cfg = trial_ray_config(params)
     constants = {
         "base": params.gan,
@@ -154,12 +181,11 @@ def run(params: Params) -> Optional[dict[str, Any]]:
         "prepared": str(Path(paths.prepared).resolve()),
         "reference": str(Path(paths.reference).resolve()),
     }
-    started = time.perf_counter()
     # A local instance gets this machine's CPUs (or one trial's, if more), and, when trials drive Train runs,
     # the dashboard: stopped trials free their Train workers' CPUs only through it (see cluster.init_ray).
     with ray_session(ray_cfg, dashboard=not trains_in_trial(ray_cfg)):
         check_capacity(sweep, ray_cfg, tuning.cluster_capacity())
-        outcomes = tuning.run_sweep(
+        return tuning.run_sweep(
             run_trial,
             tuning.search_space(sweep, grid_points(sweep, params.gan)),
             ray_cfg,
@@ -175,18 +201,6 @@ def run(params: Params) -> Optional[dict[str, Any]]:
             resume=sweep.resume,
             label=label,
         )
-    rows = summarize(outcomes, params)
-    write_table(rows, paths.sweep_trials)
-    write_plots(rows, params, paths.sweep_plots)
-    if not rows or rows[0]["score"] is None:
-        raise SweepError(
-            f"No trial of the sweep produced a finite {sweep.metric.upper()} ({len(rows)} trials, see "
-            f"{paths.sweep_trials}); lower sweep.ttur_ratios or sweep.lr_g."
-        )
-    metrics = {**sweep_metrics(rows, params), "wall_s": round(time.perf_counter() - started, 1)}
-    write_json(paths.sweep_metrics, metrics)
-    write_winner(winner_overrides(rows[0], params), paths.sweep_best)
-    return metrics
 
 
 def main() -> None:

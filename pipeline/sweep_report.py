@@ -1,6 +1,6 @@
 """The sweep stage's outputs, from its trials' outcomes: the trials table, the DVC metrics, the plots, the winner.
 
-``summarize`` turns ``tuning.TrialOutcome`` records into one row per trial; ``rank_configurations`` groups the
+``summarize`` turns ``sweep_space.TrialOutcome`` records into one row per trial; ``rank_configurations`` groups the
 rows by configuration (the same values over ``sweep.seeds``) and ranks them by the mean of each trial's last
 report of ``sweep.metric`` (a trial that ASHA stopped ranks below those that trained longer), each with its
 noise: the bootstrap std of that report, or with several seeds the standard error of their mean.
@@ -22,8 +22,7 @@ import yaml
 from gans.atomic import atomic_file
 from gans.plots import save_heatmap, save_lines
 from pipeline.params import Params
-from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO, SEED, TrialOutcome
-from pipeline.sweep_trial import trial_config
+from pipeline.sweep_space import LOSS, MODEL, RATIO, SEED, TrialOutcome, trial_config
 
 CURVES_PNG, HEATMAP_PNG, CURVES_CSV = "fid_curves.png", "fid_heatmap.png", "fid_curves.csv"
 STATUSES = ("completed", "stopped", "failed")

@@ -1,4 +1,4 @@
-"""One sweep trial as Tune runs it: its config (a point of the search space applied) and its training.
+"""One sweep trial as Tune runs it: the run its point stands for (``sweep_space.trial_config``), trained.
 
 A trial of one worker trains in its own process; a trial of several drives a Train run of
 ``train_func_per_worker``. Kept apart from the sweep stage so that a trial's process
@@ -9,52 +9,15 @@ imports only this, not the stage's plots. Every trial pays its imports in a new 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from gans.config import GANConfig
 from gans.loop import TrainingStopped, stop_message
-from gans.losses import recommended_betas
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime import trial
 from pipeline.ray_runtime.training import worker_threads
-from pipeline.ray_runtime.tuning import LOSS, MODEL, RATIO, SEED
+from pipeline.sweep_space import trial_config
 from pipeline.worker import fit_with_ray, train_func_per_worker
-
-
-def trial_config(base: GANConfig, sweep: SweepConfig, point: dict[str, Any]) -> GANConfig:
-    """params.yaml's run with one point of the search space applied, shortened to the sweep's budget.
-
-    lr_d = ratio × lr_g; betas are ``sweep.betas`` or the loss's known-good ones (hinge and wgan-gp:
-    (0, 0.9)) or params.yaml's; n_critic is ``sweep.n_critic`` or the loss's default (wgan-gp: 5); the seed is the
-    point's (``sweep.seeds``) or ``train.seed``.
-    """
-    lr_g = sweep.lr_g or base.optim.lr_g
-    betas = sweep.betas or recommended_betas(point[LOSS])
-    optim = dataclasses.replace(
-        base.optim,
-        lr_g=lr_g,
-        lr_d=lr_g * float(point[RATIO]),
-        betas_g=betas or base.optim.betas_g,
-        betas_d=betas or base.optim.betas_d,
-    )
-    train = dataclasses.replace(
-        base.train,
-        seed=int(point.get(SEED, base.train.seed)),
-        steps=sweep.steps,
-        fid_every=0,
-        fid_steps=sweep.report_steps(),
-        snapshot_every=sweep.steps,
-        n_critic=sweep.n_critic,
-        resume=False,
-    )
-    return dataclasses.replace(
-        base,
-        model=dataclasses.replace(base.model, name=point.get(MODEL, base.model.name)),
-        loss=dataclasses.replace(base.loss, name=point[LOSS]),
-        optim=optim,
-        train=train,
-    )
 
 
 def run_trial(

@@ -47,13 +47,17 @@ def test_the_training_loop_does_not_import_data_preparation():
     assert sorted(m for m in loaded if m.startswith(("gans.prepare", "facenet_pytorch"))) == []
 
 
-def test_stages_load_torch_fidelity_only_when_they_compute_metrics():
-    # The train stage and its workers import it where they score the in-training FID (pipeline.worker).
-    without, *scoring = _modules_after(
-        "import pipeline.prepare, pipeline.export, pipeline.params, pipeline.train, pipeline.worker",
+def test_stages_load_torch_fidelity_and_ray_tune_only_when_they_use_them(tmp_path):
+    # The train stage and its workers import torch-fidelity where they score the in-training FID
+    # (pipeline.worker), the sweep stage Ray Tune and its trials where it runs (pipeline.sweep.search).
+    (tmp_path / "params.yaml").write_text("sweep: {enabled: false}\n")
+    without, disabled_sweep, *scoring = _modules_after(
+        "import pipeline.prepare, pipeline.export, pipeline.params, pipeline.train, pipeline.worker, pipeline.sweep",
+        f"import os\nos.chdir({str(tmp_path)!r})\nfrom pipeline import params, sweep\nsweep.run(params.load_params())",
         "import pipeline.evaluate",
         "import pipeline.reference",
-        "import pipeline.sweep",
     )
-    assert "torch_fidelity" not in without and "gans.metrics" not in without
+    assert "torch_fidelity" not in without and "gans.metrics" not in without and "ray.tune" not in without
+    assert (tmp_path / "sweep" / "best.yaml").is_file()  # the disabled stage ran, without any of these:
+    assert sorted(m for m in disabled_sweep if m.split(".")[0] in ("ray", "torch_fidelity", "torchvision")) == []
     assert all("torch_fidelity" in loaded for loaded in scoring)

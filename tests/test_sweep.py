@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,9 @@ import yaml
 from gans.config import ConfigError
 from pipeline import sweep as sweep_stage
 from pipeline.params import Params, PathsConfig, RayConfig, SweepConfig, load_params, parse_params
-from pipeline.ray_runtime.tuning import TrialOutcome
+from pipeline.ray_runtime import tuning
 from pipeline.sweep_report import margin_sentence, summarize, sweep_metrics
+from pipeline.sweep_space import TrialOutcome
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
@@ -73,7 +73,7 @@ def test_trials_report_where_the_scheduler_compares_them(section, steps):
     sweep = SweepConfig(**section)
     assert sweep.report_steps() == steps
     # ASHA's own rungs (its milestones below max_t) are all among them, so every decision reads a fresh score.
-    scheduler = sweep_stage.tuning.asha(sweep.steps, sweep.grace_steps, sweep.reduction_factor)
+    scheduler = tuning.asha(sweep.steps, sweep.grace_steps, sweep.reduction_factor)
     milestones = {milestone for bracket in scheduler._brackets for milestone, _ in bracket._rungs}
     assert sweep.scheduler == "fifo" or milestones <= set(steps)
 
@@ -214,9 +214,7 @@ def test_trials_that_cannot_all_get_their_workers_are_refused():
 def test_a_disabled_sweep_writes_an_empty_winner_and_train_uses_params_yaml(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("sweep: {enabled: false}\nloss: {name: lsgan}\n")
-    started = time.perf_counter()
-    assert sweep_stage.run(load_params()) is None
-    assert time.perf_counter() - started < 30  # "in seconds": no Ray, no training
+    assert sweep_stage.run(load_params()) is None  # without Ray: tests/test_layering.py
     assert yaml.safe_load(Path("sweep/best.yaml").read_text()) == {}
     assert json.loads(Path("metrics/sweep.json").read_text()) == {"enabled": False, "trials": 0}
     assert Path("plots/sweep/fid_curves.png").stat().st_size > 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -23,12 +22,10 @@ from gans.errors import UserError
 from pipeline.params import RayConfig, SweepConfig
 from pipeline.ray_runtime.cluster import clear_run, storage_uri
 from pipeline.ray_runtime.trial import trains_in_trial
+from pipeline.sweep_space import LOSS, MODEL, RATIO, TrialOutcome
 
 TUNE_RUN = "tune"
 """Name of the Tune experiment under a sweep's storage (its trials' Train runs sit beside it, ``trial-<id>``)."""
-
-LOSS, RATIO, MODEL, SEED = "loss", "ttur_ratio", "model", "seed"
-"""The keys of a search-space point (a trial's ``config["point"]``)."""
 
 
 def make_tuner(
@@ -113,21 +110,6 @@ def asha(max_steps: int, grace_steps: int, reduction_factor: int) -> ray.tune.sc
     return ray.tune.schedulers.ASHAScheduler(
         time_attr="step", max_t=max_steps, grace_period=grace_steps, reduction_factor=reduction_factor
     )
-
-
-@dataclass
-class TrialOutcome:
-    """What a sweep needs to know of one finished trial, in plain Python."""
-
-    trial_id: str
-    point: dict[str, Any]
-    """The trial's values of the searched keys (its config's ``point``)."""
-    reports: list[dict[str, float]] = field(default_factory=list)
-    """Every result it reported, in order (``step``, the metric, ``time_total_s``, ``timestamp``, …)."""
-    error: Optional[str] = None
-    """The first line of the exception that ended it, None when it ended normally (completed or stopped)."""
-    wall_s: Optional[float] = None
-    """Seconds from Tune starting the trial to Tune seeing it end (None for a trial ended before a resume)."""
 
 
 class _Progress(ray.tune.Callback):
