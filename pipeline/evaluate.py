@@ -40,12 +40,18 @@ from gans.metrics import (
     sample_diversity,
 )
 from gans.plots import save_curves, save_grid
-from pipeline.params import Params, load_params, print_config, run_stage, write_json
+from pipeline.params import (
+    EVAL_CURVES_FILE,
+    EVAL_GRID_FILE,
+    Params,
+    load_params,
+    print_config,
+    run_stage,
+    write_json,
+)
 
 SCORES_FILE = "scores.json"
 """The cache file (``gans.cache``) of step-0 generator scores."""
-GRID_FILE = "samples.png"
-CURVES_FILE = "losses.png"
 
 
 def standing_settings(cfg: EvalConfig) -> Optional[dict[str, int]]:
@@ -237,10 +243,10 @@ def evaluate(params: Params) -> dict[str, Any]:
     plots = Path(params.paths.eval_plots)
     with torch.no_grad():
         samples = generators[selected](state["fixed_z"][: params.eval.grid_size].to(device))
-    save_grid(samples, plots / GRID_FILE)
+    save_grid(samples, plots / EVAL_GRID_FILE)
     save_curves(
         state["history"],
-        plots / CURVES_FILE,
+        plots / EVAL_CURVES_FILE,
         title=f"{trained.model.name} + {trained.loss.name}",
         shaded={name: (found["start"], found["end"]) for name, found in metrics["diagnosis"].items()},
     )

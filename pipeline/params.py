@@ -19,6 +19,8 @@ from gans.errors import UserError
 PARAMS_FILE = "params.yaml"
 TRAIN_RUN_FILE = "run.json"
 """In ``paths.train``, beside the checkpoint: the train stage's resolved config, sweep trial and replicas."""
+EVAL_GRID_FILE, EVAL_CURVES_FILE = "samples.png", "losses.png"
+"""In ``paths.eval_plots``: the evaluate stage's sample grid and loss curves."""
 
 
 @dataclass(frozen=True)

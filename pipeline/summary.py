@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from gans.export import LATEST_FILE
-from pipeline.evaluate import CURVES_FILE, GRID_FILE
-from pipeline.params import load_params
+from pipeline.params import EVAL_CURVES_FILE, EVAL_GRID_FILE, load_params
 
 
 def main() -> None:
@@ -26,8 +25,8 @@ def main() -> None:
             f"  sweep        {paths.sweep_trials}, {paths.sweep_plots}/  ({sweep['trials']} trials, "
             f"{sweep['stopped']} stopped early, {sweep['failed']} failed; winner {best['loss']} ×{best['ttur_ratio']:g})"
         )
-    print(f"  sample grid  {Path(paths.eval_plots) / GRID_FILE}")
-    print(f"  loss curves  {Path(paths.eval_plots) / CURVES_FILE}")
+    print(f"  sample grid  {Path(paths.eval_plots) / EVAL_GRID_FILE}")
+    print(f"  loss curves  {Path(paths.eval_plots) / EVAL_CURVES_FILE}")
     print(f"  dataset      {Path(paths.prepared) / 'preview.png'}")
     if latest.is_file():
         print(

@@ -49,10 +49,12 @@ def test_the_training_loop_does_not_import_data_preparation():
 
 def test_stages_load_torch_fidelity_and_ray_tune_only_when_they_use_them(tmp_path):
     # The train stage and its workers import torch-fidelity where they score the in-training FID
-    # (pipeline.worker), the sweep stage Ray Tune and its trials where it runs (pipeline.sweep.search).
+    # (pipeline.worker), the sweep stage Ray Tune and its trials where it runs (pipeline.sweep.search); what
+    # `make run` prints last reads file names, not the evaluate stage.
     (tmp_path / "params.yaml").write_text("sweep: {enabled: false}\n")
     without, disabled_sweep, *scoring = _modules_after(
-        "import pipeline.prepare, pipeline.export, pipeline.params, pipeline.train, pipeline.worker, pipeline.sweep",
+        "import pipeline.prepare, pipeline.export, pipeline.params, pipeline.train, pipeline.worker, pipeline.sweep, "
+        "pipeline.summary",
         f"import os\nos.chdir({str(tmp_path)!r})\nfrom pipeline import params, sweep\nsweep.run(params.load_params())",
         "import pipeline.evaluate",
         "import pipeline.reference",
