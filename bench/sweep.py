@@ -31,6 +31,8 @@ from pipeline.params import Params, load_params
 from pipeline.ray_runtime import training as ray_training
 from pipeline.ray_runtime import tuning
 from pipeline.ray_runtime.cluster import clear_run, ray_session
+from pipeline.sweep_space import trial_config
+from pipeline.sweep_trial import run_trial
 from pipeline.worker import train_func_per_worker
 
 OUT = Path("bench/out/sweep")
@@ -73,7 +75,7 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
         loop_config = {
             **{k: constants[k] for k in ("prepared", "reference")},
             "live_dir": None,
-            "cfg": sweep_stage.trial_config(params.gan, params.sweep, point),
+            "cfg": trial_config(params.gan, params.sweep, point),
         }
         plain_cfg = dataclasses.replace(ray_cfg, storage_path=ray_cfg.storage_path + "-plain")
         clear_run(plain_cfg.storage_path, name)  # Ray would restore an earlier bench's finished run
@@ -86,7 +88,7 @@ def tune_overhead(params: Params, trials: int, steps: int | None = None) -> dict
         started = time.perf_counter()
         space = tuning.search_space(dataclasses.replace(params.sweep, search="grid"), [point])
         (outcome,) = tuning.run_sweep(
-            sweep_stage.run_trial,
+            run_trial,
             space,
             ray_cfg,
             constants=constants,

@@ -135,35 +135,9 @@ def trial_ray_config(params: Params) -> RayConfig:
 # --- the stage --------------------------------------------------------------------------------------------
 
 
-def run(params: Params) -> Optional[dict[str, Any]]:
-    """Run the sweep (or, disabled, write an empty winner); return the sweep metrics (None when disabled)."""
-    paths, sweep = params.paths, params.sweep
-    if not sweep.enabled:
-        write_winner({}, paths.sweep_best)
-        write_table([], paths.sweep_trials)
-        write_json(paths.sweep_metrics, {"enabled": False, "trials": 0})
-        write_plots([], params, paths.sweep_plots)
-        print(f"[sweep] disabled: empty {paths.sweep_best}, train uses params.yaml as it is", flush=True)
-        return None
-    check_sweep(params)
-    started = time.perf_counter()
-    outcomes = search(params)
-    rows = summarize(outcomes, params)
-    write_table(rows, paths.sweep_trials)
-    write_plots(rows, params, paths.sweep_plots)
-    if not rows or rows[0]["score"] is None:
-        raise SweepError(
-            f"No trial of the sweep produced a finite {sweep.metric.upper()} ({len(rows)} trials, see "
-            f"{paths.sweep_trials}); lower sweep.ttur_ratios or sweep.lr_g."
-        )
-    metrics = {**sweep_metrics(rows, params), "wall_s": round(time.perf_counter() - started, 1)}
-    write_json(paths.sweep_metrics, metrics)
-    write_winner(winner_overrides(rows[0], params), paths.sweep_best)
-    return metrics
-
-
-def search(params: Params) -> list[TrialOutcome]:
-    """Every trial's outcome, from Ray Tune.
+def search(params: Params) -> tuple[list[TrialOutcome], float]:
+    """Every trial's outcome, from Ray Tune, and the ``time.perf_counter()`` at which Ray started (the sweep's
+    ``wall_s`` counts from there).
 
     Ray, Tune and the trials' training are imported here, not with this module: a disabled sweep needs none
     of them (they take seconds to import)."""
@@ -181,11 +155,12 @@ def search(params: Params) -> list[TrialOutcome]:
         "prepared": str(Path(paths.prepared).resolve()),
         "reference": str(Path(paths.reference).resolve()),
     }
+    started = time.perf_counter()
     # A local instance gets this machine's CPUs (or one trial's, if more), and, when trials drive Train runs,
     # the dashboard: stopped trials free their Train workers' CPUs only through it (see cluster.init_ray).
     with ray_session(ray_cfg, dashboard=not trains_in_trial(ray_cfg)):
         check_capacity(sweep, ray_cfg, tuning.cluster_capacity())
-        return tuning.run_sweep(
+        outcomes = tuning.run_sweep(
             run_trial,
             tuning.search_space(sweep, grid_points(sweep, params.gan)),
             ray_cfg,
@@ -201,6 +176,33 @@ def search(params: Params) -> list[TrialOutcome]:
             resume=sweep.resume,
             label=label,
         )
+    return outcomes, started
+
+
+def run(params: Params) -> Optional[dict[str, Any]]:
+    """Run the sweep (or, disabled, write an empty winner); return the sweep metrics (None when disabled)."""
+    paths, sweep = params.paths, params.sweep
+    if not sweep.enabled:
+        write_winner({}, paths.sweep_best)
+        write_table([], paths.sweep_trials)
+        write_json(paths.sweep_metrics, {"enabled": False, "trials": 0})
+        write_plots([], params, paths.sweep_plots)
+        print(f"[sweep] disabled: empty {paths.sweep_best}, train uses params.yaml as it is", flush=True)
+        return None
+    check_sweep(params)
+    outcomes, started = search(params)
+    rows = summarize(outcomes, params)
+    write_table(rows, paths.sweep_trials)
+    write_plots(rows, params, paths.sweep_plots)
+    if not rows or rows[0]["score"] is None:
+        raise SweepError(
+            f"No trial of the sweep produced a finite {sweep.metric.upper()} ({len(rows)} trials, see "
+            f"{paths.sweep_trials}); lower sweep.ttur_ratios or sweep.lr_g."
+        )
+    metrics = {**sweep_metrics(rows, params), "wall_s": round(time.perf_counter() - started, 1)}
+    write_json(paths.sweep_metrics, metrics)
+    write_winner(winner_overrides(rows[0], params), paths.sweep_best)
+    return metrics
 
 
 def main() -> None:

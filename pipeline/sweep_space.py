@@ -1,7 +1,7 @@
 """The sweep's search space in plain Python: a point's keys, the run a point stands for, a trial's outcome.
 
 Imports no Ray (``ray_runtime.tuning`` builds Tune's space from these keys and hands back ``TrialOutcome``
-records), so the sweep's report, and a disabled sweep stage, load neither Ray nor torch-fidelity.
+records), so neither does the sweep's report (``pipeline.sweep_report``), nor a disabled sweep stage.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def test_stages_load_torch_fidelity_and_ray_tune_only_when_they_use_them(tmp_pat
     without, disabled_sweep, *scoring = _modules_after(
         "import pipeline.prepare, pipeline.export, pipeline.params, pipeline.train, pipeline.worker, pipeline.sweep, "
         "pipeline.summary",
-        f"import os\nos.chdir({str(tmp_path)!r})\nfrom pipeline import params, sweep\nsweep.run(params.load_params())",
+        f"import os\nfrom pipeline import params, sweep\nos.chdir({str(tmp_path)!r})\nsweep.run(params.load_params())",
         "import pipeline.evaluate",
         "import pipeline.reference",
     )

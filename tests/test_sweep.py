@@ -20,7 +20,7 @@ from pipeline import sweep as sweep_stage
 from pipeline.params import Params, PathsConfig, RayConfig, SweepConfig, load_params, parse_params
 from pipeline.ray_runtime import tuning
 from pipeline.sweep_report import margin_sentence, summarize, sweep_metrics
-from pipeline.sweep_space import TrialOutcome
+from pipeline.sweep_space import TrialOutcome, trial_config
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
@@ -34,15 +34,15 @@ REPO = Path(__file__).resolve().parents[1]
 def test_each_loss_gets_its_known_good_optimizer_settings_unless_they_are_set():
     base = tiny_config(optim={"lr_g": 1e-4, "betas_g": [0.5, 0.999], "betas_d": [0.5, 0.999]})
     sweep = SweepConfig()
-    hinge = sweep_stage.trial_config(base, sweep, {"loss": "hinge", "ttur_ratio": 4})
+    hinge = trial_config(base, sweep, {"loss": "hinge", "ttur_ratio": 4})
     assert hinge.optim.lr_g == 1e-4 and hinge.optim.lr_d == pytest.approx(4e-4)
     assert hinge.optim.betas_g == hinge.optim.betas_d == (0.0, 0.9) and hinge.n_critic == 1
-    wgan = sweep_stage.trial_config(base, sweep, {"loss": "wgan-gp", "ttur_ratio": 1})
+    wgan = trial_config(base, sweep, {"loss": "wgan-gp", "ttur_ratio": 1})
     assert wgan.optim.betas_d == (0.0, 0.9) and wgan.n_critic == 5 and wgan.d_norm == "none"
-    bce = sweep_stage.trial_config(base, sweep, {"loss": "bce", "ttur_ratio": 2})
+    bce = trial_config(base, sweep, {"loss": "bce", "ttur_ratio": 2})
     assert bce.optim.betas_g == (0.5, 0.999) and bce.n_critic == 1  # params.yaml's betas
     # Set in the sweep section, they apply to every trial.
-    fixed = sweep_stage.trial_config(
+    fixed = trial_config(
         base, SweepConfig(betas=(0.5, 0.99), n_critic=2, lr_g=3e-4), {"loss": "hinge", "ttur_ratio": 2}
     )
     assert fixed.optim.betas_d == (0.5, 0.99) and fixed.n_critic == 2 and fixed.optim.lr_d == pytest.approx(6e-4)
@@ -171,7 +171,7 @@ def test_seeds_repeat_each_configuration_and_the_winner_is_the_best_mean():
     params = parse_params({"sweep": {**SHORT_SWEEP["sweep"], "seeds": [0, 1], "ttur_ratios": [1, 4]}})
     grid = sweep_stage.grid_points(params.sweep, params.gan)
     assert len(grid) == 8 and {point["seed"] for point in grid} == {0, 1}
-    assert sweep_stage.trial_config(params.gan, params.sweep, {**grid[0], "seed": 1}).train.seed == 1
+    assert trial_config(params.gan, params.sweep, {**grid[0], "seed": 1}).train.seed == 1
     outcomes = [
         outcome(0, "bce", 1, [380, 370, 360], 9.0, seed=0),  # one lucky seed: 360 …
         outcome(1, "bce", 1, [380, 390, 400], 9.0, seed=1),  # … but a mean of 380

@@ -1,9 +1,10 @@
 """Ray Tune: sweeps, their trials, and the search space they draw from.
 
 ``run_sweep`` sweeps with Ray Tune (``make_tuner``, over ``search_space``), stopped early by ASHA (``asha``;
-``time_attr="step"``: rungs are in steps), and hands back plain ``TrialOutcome`` records, so the stage never
-touches Ray's result types. What runs inside a trial is ``trial``'s (its own training, or a Train run it
-drives). Only the sweep imports this module; the Train side is ``training``.
+``time_attr="step"``: rungs are in steps), and hands back plain ``sweep_space.TrialOutcome`` records, so the
+stage never touches Ray's result types. The points it searches are ``pipeline.sweep_space``'s. What runs
+inside a trial is ``trial``'s (its own training, or a Train run it drives). Only the sweep imports this
+module; the Train side is ``training``.
 """
 
 from __future__ import annotations
