@@ -43,7 +43,8 @@ BUDGET_S = 1.0
 """Seconds a calibration may spend timing candidates (after one warm-up step each)."""
 MIN_ROUNDS, MAX_ROUNDS = 3, 25
 DROP_SLOWER_THAN = 2.0
-"""A candidate whose best step is slower than this factor × the fastest's best is timed no further."""
+"""A candidate whose best of at least two steps is slower than this factor × the fastest's best is timed no
+further."""
 
 
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -208,8 +209,8 @@ def time_candidates(
     """Seconds per step of each candidate: one warm-up step each, then interleaved rounds of one step each.
 
     Rounds go on until ``budget_s`` is spent (at least ``MIN_ROUNDS``, at most ``MAX_ROUNDS``); a candidate
-    whose best step so far is more than ``DROP_SLOWER_THAN`` × the fastest's is timed no further (one slow step,
-    a busy machine's hiccup, drops nothing).
+    whose best of two or more steps is more than ``DROP_SLOWER_THAN`` × the fastest's best is timed no further.
+    One slow step, a busy machine's hiccup, drops nothing: not even when it is the candidate's first.
     """
     for step in steps.values():  # allocator, oneDNN primitive caches
         step()
@@ -219,7 +220,8 @@ def time_candidates(
         if round_ >= MIN_ROUNDS and clock() - start >= budget_s:
             break
         for candidate, step in steps.items():
-            if round_ > 0 and min(times[candidate]) > DROP_SLOWER_THAN * min(min(t) for t in times.values()):
+            timed = times[candidate]
+            if len(timed) >= 2 and min(timed) > DROP_SLOWER_THAN * min(min(t) for t in times.values()):
                 continue
             began = clock()
             step()
