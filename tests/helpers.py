@@ -34,12 +34,26 @@ BIN = Path(sys.executable).parent
 # Tiny models -------------------------------------------------------------------------------------------------
 
 
+FIXED_PRECISION = {"amp": False, "channels_last": False}
+"""float32 and the contiguous layout, on every machine and without a calibration: the precision of the tests whose
+subject is not the precision (``auto`` is tested in tests/test_precision.py, in the sweeps and in the DAG)."""
+
+
 def tiny_config(**sections) -> GANConfig:
-    """A small DCGAN config (32 px, narrow) with section overrides: tiny_config(train={"steps": 4})."""
+    """A small DCGAN config (32 px, narrow, ``FIXED_PRECISION``) with section overrides:
+    tiny_config(train={"steps": 4})."""
     base = {
         "data": {"resolution": 32, "channels": 1},
         "model": {"name": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8},
-        "train": {"steps": 4, "batch_size": 4, "log_every": 2, "snapshot_every": 2, "n_fixed": 4, "ema_decay": 0.9},
+        "train": {
+            "steps": 4,
+            "batch_size": 4,
+            "log_every": 2,
+            "snapshot_every": 2,
+            "n_fixed": 4,
+            "ema_decay": 0.9,
+            **FIXED_PRECISION,
+        },
     }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}

@@ -13,6 +13,9 @@ from gans.loop import choose_precision, fit
 from gans.precision import Candidate
 from tests.helpers import tiny_config
 
+AUTO = {"amp": "auto", "channels_last": "auto"}
+"""The default, which the other tests' tiny configs replace with ``FIXED_PRECISION``."""
+
 FP32, FP32_CL, BF16, BF16_CL = (
     Candidate(False, False),
     Candidate(False, True),
@@ -128,7 +131,7 @@ def test_a_slow_candidate_is_dropped_after_two_steps_and_the_budget_is_kept():
 
 def test_a_real_calibration_writes_its_cache_and_the_second_run_reads_it(cache, monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda: False)  # the same two candidates on every CPU
-    cfg = tiny_config(train={"batch_size": 8})
+    cfg = tiny_config(train={"batch_size": 8, **AUTO})
     start = time.perf_counter()
     first = choose_precision(cfg, torch.device("cpu"), batch=8)
     seconds = time.perf_counter() - start
@@ -177,12 +180,12 @@ def test_auto_never_tries_bf16_without_native_bf16(cache, monkeypatch, tiny_data
         "time_candidates",
         lambda steps, budget_s: tried.extend(steps) or real_time_candidates(steps, budget_s),
     )
-    state = fit(tiny_config(train={"steps": 2}), tiny_dataset, work_dir=tmp_path / "run")
+    state = fit(tiny_config(train={"steps": 2, **AUTO}), tiny_dataset, work_dir=tmp_path / "run")
     assert tried == [FP32, FP32_CL] and state["precision"]["amp"] is False
 
 
 def test_a_resumed_run_on_the_same_machine_keeps_its_decision(cache, tiny_dataset, tmp_path):
-    cfg = tiny_config(train={"steps": 2})
+    cfg = tiny_config(train={"steps": 2, **AUTO})
     state = fit(cfg, tiny_dataset, work_dir=tmp_path / "run")
     kept = {**state["precision"], "channels_last": not state["precision"]["channels_last"]}  # not what a timing picks
     resumed = choose_precision(cfg, torch.device("cpu"), batch=4, resume={**state, "precision": kept})
@@ -199,7 +202,7 @@ def test_a_resumed_run_on_the_same_machine_keeps_its_decision(cache, tiny_datase
 def test_a_real_cuda_calibration_times_fp32_and_autocast(cache, monkeypatch, fp16):
     if fp16:  # what a GPU without native bf16 runs: float16 autocast with one GradScaler per network
         monkeypatch.setattr(precision, "cuda_autocast_dtype", lambda device: torch.float16)
-    cfg = tiny_config(train={"batch_size": 16})
+    cfg = tiny_config(train={"batch_size": 16, **AUTO})
     start = time.perf_counter()
     decision = choose_precision(cfg, torch.device("cuda"), batch=16)
     print(f"CUDA calibration: {time.perf_counter() - start:.2f} s; {decision.sentence()}")

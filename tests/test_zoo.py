@@ -14,6 +14,7 @@ from gans.data import PreparedDataset, write_prepared
 from gans.loop import fit
 from gans.models import MODELS, build_models
 from gans.models.layers import SelfAttention
+from tests.helpers import FIXED_PRECISION
 
 
 def _effective_matrix(layer: torch.nn.Module) -> torch.Tensor:
@@ -138,6 +139,9 @@ def datasets(tmp_path_factory):
     }
 
 
+ZOO_TRAIN = {"steps": 3, "batch_size": 2, "log_every": 1, "snapshot_every": 3, "n_fixed": 2, **FIXED_PRECISION}
+"""3 steps of 2 images, logged at every step, in float32 (no calibration per combination's shapes)."""
+
 COMBINATIONS = [
     (model, loss, resolution)
     for model in MODELS.names()
@@ -153,7 +157,7 @@ def test_every_combination_trains(model, loss, resolution, datasets, tmp_path):
             "data": {"resolution": resolution, "channels": 3},
             "model": {"name": model, "z_dim": 8, "g_width": 4, "d_width": 4},
             "loss": {"name": loss},
-            "train": {"steps": 3, "batch_size": 2, "n_critic": 1, "log_every": 1, "snapshot_every": 3, "n_fixed": 2},
+            "train": {**ZOO_TRAIN, "n_critic": 1},
         }
     )
     state = fit(cfg, datasets[resolution], work_dir=tmp_path)
@@ -176,7 +180,7 @@ def test_n_critic_updates_d_exactly_that_many_times_per_g_update(datasets, tmp_p
             "data": {"resolution": 32, "channels": 3},
             "model": {"name": "dcgan", "z_dim": 8, "g_width": 4, "d_width": 4},
             "loss": {"name": "wgan-gp"},
-            "train": {"steps": 3, "batch_size": 2, "log_every": 1, "snapshot_every": 3, "n_fixed": 2},
+            "train": ZOO_TRAIN,
         }
     )
     assert cfg.n_critic == 5 and cfg.d_norm == "none"  # the WGAN-GP defaults
