@@ -1,10 +1,10 @@
 """A real two-node Ray cluster on this machine, with its dashboard, shared by every test here.
 
-Joining it: train runs one DDP worker per node, prepare's Pool spreads images over both nodes, sweep trials
-run at once on different nodes. A cluster job that comes back as a DVC experiment: `cluster/submit.sh`
-against it, a real git repo holding this project, a bare git repo as its remote and a local directory as its
-DVC remote. The job checks out the pushed commit, `dvc pull`s, runs the DAG, `dvc exp push`es; the user's repo
-gets it back with `dvc exp pull`, and the checkpoint from the DVC remote."""
+Joining it: prepare's Pool spreads images over both nodes, sweep trials run at once on different nodes. A
+cluster job that comes back as a DVC experiment: `cluster/submit.sh` against it, a real git repo holding this
+project, a bare git repo as its remote and a local directory as its DVC remote. The job checks out the pushed
+commit, `dvc pull`s, runs the DAG (its train stage DDP over the two nodes, one worker on each), `dvc exp
+push`es; the user's repo gets it back with `dvc exp pull`, and the checkpoint from the DVC remote."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import yaml
 
 from gans import checkpoint, dist
 from tests.helpers import BIN, REPO, TINY, copy_ignore, free_port, run_command, set_params, tool_env
-from tests.test_ray_train import stage_params
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
@@ -68,24 +67,6 @@ def cluster(env):
     finally:
         subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
         patch.undo()
-
-
-def test_train_joins_a_two_node_cluster_with_one_worker_per_node(tmp_path, tiny_dataset, cluster):
-    import ray
-
-    from pipeline.train import run
-
-    params = stage_params(tmp_path, tiny_dataset)
-    params = dataclasses.replace(
-        params, ray=dataclasses.replace(params.ray, address=cluster.gcs, placement_strategy="STRICT_SPREAD")
-    )
-    state = checkpoint.load(run(params))
-    assert not ray.is_initialized()  # the stage disconnects when done
-
-    assert state["step"] == 4 and state["world_size"] == 2
-    run_info = json.loads((tmp_path / "train" / "run.json").read_text())
-    assert run_info["workers"] == 2 and len(set(run_info["replica_fingerprints"])) == 1
-    assert run_info["replica_fingerprints"][0] == dist.fingerprint(state["G"])
 
 
 def test_prepare_on_the_cluster_matches_serial(tmp_path, cluster):
@@ -249,9 +230,12 @@ def _check_applied(repos, env, metrics):
     shutil.rmtree(user / "artifacts" / "train")
     run_command(["dvc", "pull", "train"], user, env)
     state = checkpoint.load(user / "artifacts/train/checkpoint.pt")
+    # `ray.num_workers: auto` on the cluster: a worker of 1 CPU on each 1-CPU node, DDP across the two nodes, and
+    # the replicas ended bit-identical.
     assert state["step"] == 20 and state["world_size"] == 2
     run_info = json.loads((user / "artifacts/train/run.json").read_text())
     assert run_info["workers"] == 2 and len(set(run_info["replica_fingerprints"])) == 1
+    assert run_info["replica_fingerprints"][0] == dist.fingerprint(state["G"])
     directory = json.loads((repos["storage"] / "files" / "md5" / out["md5"][:2] / out["md5"][2:]).read_text())
     entry = next(e for e in directory if e["relpath"] == "checkpoint.pt")
     assert hashlib.md5((user / "artifacts/train/checkpoint.pt").read_bytes()).hexdigest() == entry["md5"]
@@ -264,6 +248,8 @@ def _check_applied(repos, env, metrics):
 
 def test_sweep_trials_run_at_once_on_different_nodes(tmp_path, faces, cluster, monkeypatch):
     """Two trials of one 1-CPU worker each on two 1-CPU nodes: Tune runs them together, one per node."""
+    import ray
+
     from pipeline import sweep as sweep_stage
     from pipeline.ray_runtime import tuning
     from tests.test_sweep import FEW_SAMPLES, _sweep_params
@@ -288,6 +274,7 @@ def test_sweep_trials_run_at_once_on_different_nodes(tmp_path, faces, cluster, m
         tuning, "run_sweep", lambda *args, **kwargs: outcomes.extend(run_sweep(*args, **kwargs)) or outcomes
     )
     assert sweep_stage.run(params)["trials"] == 2
+    assert not ray.is_initialized()  # the stage disconnects from the cluster when done
 
     assert len(outcomes) == 2 and all(outcome.error is None and outcome.reports for outcome in outcomes)
     nodes = [{report["node_id"] for report in outcome.reports} for outcome in outcomes]
