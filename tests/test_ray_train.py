@@ -1,4 +1,4 @@
-"""The train stage on a real local Ray cluster: 2-worker DDP on CPU, resume, fresh runs on any storage."""
+"""The train stage on a real local Ray cluster: 2-worker DDP on CPU, resume and fresh runs on any storage."""
 
 from __future__ import annotations
 
@@ -100,11 +100,15 @@ def test_the_global_batch_is_the_same_on_one_and_on_two_workers(tmp_path, tiny_d
         assert [row["global_batch"] for row in state["history"]] == [8.0] * 4  # real images counted on every rank
 
 
-def test_train_stage_resumes_a_run_through_ray_checkpoints(tmp_path, tiny_dataset, straight_run):
-    """4 steps, then `train.resume: true` to 8 steps == 8 steps straight (bit-identical generator)."""
+def test_train_stage_resumes_a_run_through_ray_checkpoints_and_a_fresh_run_starts_fresh(
+    tmp_path, tiny_dataset, straight_run
+):
+    """4 steps, then `train.resume: true` to 8 steps == 8 steps straight (bit-identical generator), with Ray's
+    checkpoints under a `file://` URI (any URI); then `train.resume: false` there must not reload that run."""
+    storage = (tmp_path / "remote").as_uri()
     straight = straight_run[0]
-    _run(stage_params(tmp_path, tiny_dataset, train={**STRAIGHT, "steps": 4}))
-    resumed = _run(stage_params(tmp_path, tiny_dataset, train={**STRAIGHT, "resume": True}))
+    _run(stage_params(tmp_path, tiny_dataset, storage, train={**STRAIGHT, "steps": 4}))
+    resumed = _run(stage_params(tmp_path, tiny_dataset, storage, train={**STRAIGHT, "resume": True}))
 
     assert resumed["step"] == straight["step"] == 8
     assert [row["step"] for row in resumed["history"]] == [2, 4, 6, 8]
@@ -116,18 +120,12 @@ def test_train_stage_resumes_a_run_through_ray_checkpoints(tmp_path, tiny_datase
 
     # A resume that would change the noise streams is refused by the stage in one sentence (a worker raised it).
     with pytest.raises(ConfigError, match=r"^Cannot resume: the checkpoint's run differs \(train\.seed 0 → 1\)"):
-        _run(stage_params(tmp_path, tiny_dataset, train={**STRAIGHT, "steps": 10, "seed": 1, "resume": True}))
+        _run(stage_params(tmp_path, tiny_dataset, storage, train={**STRAIGHT, "steps": 10, "seed": 1, "resume": True}))
 
-
-def test_a_fresh_run_on_uri_storage_starts_fresh(tmp_path, tiny_dataset):
-    """With `storage_path: file://...` (any URI), `train.resume: false` must not reload the old run."""
-    storage = (tmp_path / "remote").as_uri()
-    first = _run(stage_params(tmp_path, tiny_dataset, storage=storage))
-    assert first["step"] == 4
     # A different model under the same run name: reloading the old run would refuse it ("Cannot resume").
-    second = _run(stage_params(tmp_path, tiny_dataset, storage=storage, model={"g_width": 16}))
-    assert second["step"] == 4 and [row["step"] for row in second["history"]] == [2, 4]
-    assert second["config"].model.g_width == 16
+    fresh = _run(stage_params(tmp_path, tiny_dataset, storage, model={"g_width": 16}))
+    assert fresh["step"] == 4 and [row["step"] for row in fresh["history"]] == [2, 4]
+    assert fresh["config"].model.g_width == 16
 
 
 def test_resume_refuses_a_changed_seed_or_worker_count(tmp_path, tiny_dataset):
