@@ -211,7 +211,7 @@ def test_updates_skipped_by_fp16_loss_scaling_are_counted_and_do_not_stop_the_ru
         return Precision(True, "cpu", torch.float16, *(torch.amp.GradScaler("cpu", init_scale=2.0**40) for _ in "dg"))
 
     monkeypatch.setattr(Precision, "of", classmethod(fp16))
-    cfg = tiny_config(train={"steps": 40, "log_every": 8, "snapshot_every": 100, "amp": False, "channels_last": False})
+    cfg = tiny_config(train={"steps": 40, "log_every": 8, "snapshot_every": 100})
     state = fit(cfg, tiny_dataset, work_dir=tmp_path / "work")
 
     first, last = state["history"][0], state["history"][-1]
@@ -239,7 +239,7 @@ def test_updates_that_overflow_at_every_loss_scale_are_divergence(tiny_dataset, 
     cfg = tiny_config(
         loss={"r1_weight": 1.0},
         model={"d_norm": "batch"},
-        train={"steps": 40, "log_every": 8, "snapshot_every": 100, "amp": False, "channels_last": False},
+        train={"steps": 40, "log_every": 8, "snapshot_every": 100},
     )
     state = fit(cfg, tiny_dataset, work_dir=tmp_path / "work")
     assert [row["amp_skipped_d"] for row in state["history"]] == [1.0, 1.0, 1.0]

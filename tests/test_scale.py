@@ -16,7 +16,7 @@ from torch_fidelity.metric_fid import fid_features_to_statistics
 from gans import data, metrics
 from gans.cache import CACHE_ENV
 from gans.data import PreparedDataset, write_prepared
-from tests.helpers import REPO
+from tests.helpers import FIXED_PRECISION, REPO
 from tests.synthetic import write_synthetic_folder
 
 
@@ -122,8 +122,7 @@ def _params(folder: Path) -> dict:
             "snapshot_every": 6,
             "n_fixed": 16,
             "fid_every": 0,
-            "amp": False,
-            "channels_last": False,
+            **FIXED_PRECISION,
         },
         "eval": {
             "n_fake": 60,  # FID∞ fits FID over generated-set sizes from 50 up
