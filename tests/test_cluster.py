@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from gans import checkpoint, dist
-from tests.helpers import BIN, REPO, TINY, copy_ignore, free_port, run_command, set_params, tool_env
+from tests.helpers import REPO, TINY, copy_ignore, free_port, run_command, set_params, tool_env
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
@@ -41,31 +40,26 @@ def env():
 @pytest.fixture(scope="module")
 def cluster(env):
     """Two Ray nodes of 1 CPU on this machine, the head with the dashboard (jobs go through it): the dashboard's
-    URL (``jobs``) and the cluster's address (``gcs``). This process joins it without auth, as its nodes do."""
-    port, dashboard, client = free_port(), free_port(), free_port()
-    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
+    URL (``jobs``) and the cluster's address (``gcs``). This process joins it without auth, as its nodes do.
+
+    The nodes are Ray's own processes (GCS, raylets, dashboard) started by ``ray.cluster_utils.Cluster``, as
+    `ray start` would start them, in ``env`` (a job's entrypoint finds dvc and git there)."""
+    from ray.cluster_utils import Cluster
+
+    dashboard = free_port()
+    node = {"num_cpus": 1, "object_store_memory": 100_000_000}
     patch = pytest.MonkeyPatch()
-    patch.setenv("RAY_AUTH_MODE", "disabled")
+    for key, value in env.items():
+        patch.setenv(key, value)
+    nodes = None
     try:
-        run_command(
-            [
-                BIN / "ray",
-                "start",
-                "--head",
-                f"--port={port}",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dashboard}",
-                f"--ray-client-server-port={client}",
-                *common,
-            ],
-            None,
-            env,
-        )
-        run_command([BIN / "ray", "start", f"--address=127.0.0.1:{port}", *common], None, env)
-        yield SimpleNamespace(jobs=f"http://127.0.0.1:{dashboard}", gcs=f"127.0.0.1:{port}")
+        head = {**node, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dashboard}
+        nodes = Cluster(initialize_head=True, head_node_args=head)
+        nodes.add_node(**node)
+        yield SimpleNamespace(jobs=f"http://127.0.0.1:{dashboard}", gcs=nodes.address)
     finally:
-        subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+        if nodes is not None:
+            nodes.shutdown()
         patch.undo()
 
 
