@@ -180,7 +180,7 @@ def test_a_generator_that_ignores_z_collapses_and_a_healthy_run_gets_no_diagnosi
     monkeypatch.setitem(MODELS._entries, "mlp-ignoring-z", _IgnoresZ)  # registered for this test only
     reference = load_reference(faces[1])  # the same 100 faces at 8 px (resized bicubic, not by area)
     collapsed = fit(
-        _mlp(model={"name": "mlp-ignoring-z"}, train={"fid_every": 100}),
+        _mlp(model={"name": "mlp-ignoring-z"}, train={"fid_every": 200}),
         faces8,
         work_dir=tmp_path / "collapsed",
         score=InTrainingFID(reference, 48, seed=1),
@@ -189,7 +189,7 @@ def test_a_generator_that_ignores_z_collapses_and_a_healthy_run_gets_no_diagnosi
     assert collapsed["history"][-1]["duplicates"] == 1.0
 
     healthy = fit(
-        _mlp(train={"fid_every": 100}),
+        _mlp(train={"fid_every": 200}),
         faces8,
         work_dir=tmp_path / "healthy",
         score=InTrainingFID(reference, 48, seed=1),
