@@ -13,7 +13,7 @@ from gans.loop import choose_precision, fit
 from gans.precision import Candidate
 from tests.helpers import tiny_config
 
-AUTO = {"amp": "auto", "channels_last": "auto"}
+AUTO = {"amp": precision.AUTO, "channels_last": precision.AUTO}
 """The default, which the other tests' tiny configs replace with ``FIXED_PRECISION``."""
 
 FP32, FP32_CL, BF16, BF16_CL = (
