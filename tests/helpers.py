@@ -245,23 +245,30 @@ def command_output(args, cwd, env) -> str:
 
 
 @contextlib.contextmanager
+def environment(**env: str) -> Iterator[None]:
+    """``os.environ`` with ``env`` set inside the block, and as it was again after it."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield
+
+
+@contextlib.contextmanager
 def local_ray(**env: str) -> Iterator[None]:
     """One local Ray instance for a test module's runs, its processes started with ``env`` in their environment.
 
     A stage uses the Ray its process already runs and leaves it running: the instance must still be up at the end.
     """
-    import pytest
     import ray
 
     from pipeline.ray_runtime.cluster import init_ray
 
-    patch = pytest.MonkeyPatch()
-    for key, value in env.items():
-        patch.setenv(key, value)
-    try:
-        init_ray(None, num_cpus=max(2, os.cpu_count() or 1))
-        yield
-        assert ray.is_initialized(), "a stage shut down a Ray instance it had not started"
-    finally:
-        ray.shutdown()
-        patch.undo()
+    with environment(**env):
+        try:
+            init_ray(None, num_cpus=max(2, os.cpu_count() or 1))
+            yield
+            assert ray.is_initialized(), "a stage shut down a Ray instance it had not started"
+        finally:
+            ray.shutdown()

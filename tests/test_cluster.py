@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gans import checkpoint, dist
-from tests.helpers import REPO, TINY, copy_ignore, free_port, run_command, set_params, tool_env
+from tests.helpers import REPO, TINY, copy_ignore, environment, free_port, run_command, set_params, tool_env
 
 pytestmark = pytest.mark.slow  # real Ray, DVC, servers or browsers: `make test-fast` leaves it out
 
@@ -48,19 +48,16 @@ def cluster(env):
 
     dashboard = free_port()
     node = {"num_cpus": 1, "object_store_memory": 100_000_000}
-    patch = pytest.MonkeyPatch()
-    for key, value in env.items():
-        patch.setenv(key, value)
     nodes = None
-    try:
-        head = {**node, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dashboard}
-        nodes = Cluster(initialize_head=True, head_node_args=head)
-        nodes.add_node(**node)
-        yield SimpleNamespace(jobs=f"http://127.0.0.1:{dashboard}", gcs=nodes.address)
-    finally:
-        if nodes is not None:
-            nodes.shutdown()
-        patch.undo()
+    with environment(**env):
+        try:
+            head = {**node, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dashboard}
+            nodes = Cluster(initialize_head=True, head_node_args=head)
+            nodes.add_node(**node)
+            yield SimpleNamespace(jobs=f"http://127.0.0.1:{dashboard}", gcs=nodes.address)
+        finally:
+            if nodes is not None:
+                nodes.shutdown()
 
 
 def test_prepare_on_the_cluster_matches_serial(tmp_path, cluster):
