@@ -2,9 +2,9 @@
 
 A trial of one worker trains in its own process; a trial of several drives a Train run of
 ``train_func_per_worker``. Kept apart from the sweep stage so that a trial's process
-imports only this, not the stage's plots. Every trial pays its imports in a new actor (Tune's
-``reuse_actors`` stays off: an ASHA-stopped trial would keep its CPUs). Import times: docs/benchmarks.md,
-"Tune's overhead per trial".
+imports only this, not the stage's plots. Trials of one worker run one after another in the same process
+(Tune's ``reuse_actors``), so only the first pays these imports; a trial of several pays them in a new actor
+(``tuning.make_tuner`` says why). Import times: docs/benchmarks.md, "Tune's overhead per trial".
 """
 
 from __future__ import annotations

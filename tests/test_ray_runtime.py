@@ -1,4 +1,5 @@
-"""pipeline/ray_runtime: run storage on any file system, and Tune trials that are Train runs (real Ray)."""
+"""pipeline/ray_runtime: run storage on any file system, Tune trials that are Train runs, and one-worker trials
+that share a process (real Ray)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,35 @@ def test_a_tune_sweep_whose_trials_are_train_runs(tmp_path):
     assert grid.get_best_result().config["x"] == 1
     # Each trial's Train run kept its own directory under the storage, named after the trial.
     assert len(list(tmp_path.glob("trial-*"))) == 2
+
+
+def _trial_in_its_process(config):
+    import ray.tune
+
+    for step in (1, 2, 3, 4):
+        ray.tune.report({"score": config["x"] + 1 / step, "step": step})
+
+
+def test_one_worker_trials_share_a_process_and_a_stopped_one_ends_in_its_report(tmp_path):
+    """A trial that trains in its own process (one worker) waits inside its report while ASHA decides: a stopped
+    one ends there, and the next trial runs in the same process (Tune's ``reuse_actors``)."""
+    ray_cfg = RayConfig(num_workers=1, cpus_per_worker=1, storage_path=str(tmp_path))
+    with cluster.ray_session(ray_cfg):
+        tuner = tuning.make_tuner(
+            _trial_in_its_process,
+            {"x": __import__("ray").tune.grid_search([0, 5, -1])},
+            ray_cfg,
+            metric="score",
+            mode="min",
+            max_concurrent=1,
+            scheduler=tuning.asha(4, 1, 2),
+        )
+        grid = tuner.fit()
+    assert not grid.errors
+    runs = {result.config["x"]: result.metrics_dataframe for result in grid}
+    # x=5 scored worse than x=0 at the first rung (step 1) and stopped there; x=-1, run next, went on to the end.
+    assert [list(runs[x]["step"]) for x in (0, 5, -1)] == [[1, 2, 3, 4], [1], [1, 2, 3, 4]]
+    assert len({pid for frame in runs.values() for pid in frame["pid"]}) == 1  # one process ran all three
 
 
 def test_nothing_outside_ray_runtime_imports_ray():

@@ -59,9 +59,11 @@ def make_tuner(
             mode=mode,
             scheduler=scheduler,
             num_samples=num_samples,
-            # No reuse_actors: when ASHA stops a trial, its function is still training (or inside
-            # TorchTrainer.fit()) and cannot be interrupted; only ending the trial's actor frees its CPUs.
-            reuse_actors=False,
+            # A trial that trains in its own process waits inside its report while the scheduler decides,
+            # so a stopped one ends there and the next trial reuses its process (imports and Inception
+            # loaded). A trial that drives a Train run is inside TorchTrainer.fit() when ASHA stops it and
+            # cannot be interrupted: only ending its actor frees its workers' CPUs.
+            reuse_actors=in_trial,
             # Tune ignores max_concurrent_trials when given a generator: the generator limits instead.
             search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent),
         ),
