@@ -4,7 +4,8 @@
 rows by configuration (the same values over ``sweep.seeds``) and ranks them by the mean of each trial's last
 report of ``sweep.metric`` (a trial that ASHA stopped ranks below those that trained longer), each with its
 noise: the bootstrap std of that report, or with several seeds the standard error of their mean.
-``sweep_metrics`` states the winner's margin over the runner-up against that noise; ``write_table``
+``sweep_metrics`` states the winner's margin over the runner-up against that noise, at the runner-up's last
+report when ASHA stopped it earlier; ``write_table``
 (``trials.csv``), ``write_plots`` (FID curves, the heat map of the ranking figure, the curves as CSV) and
 ``winner_overrides``/``write_winner`` (``best.yaml``, a params file of the train stage) write the rest.
 """
@@ -40,12 +41,15 @@ def label(point: dict[str, Any]) -> str:
 def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, Any]]:
     """One row per trial, the winner's first: swept and resolved values, status, the FID at every report, its
     ranking figure ``score`` (``sweep.metric`` at its last report) with that report's bootstrap noise
-    ``score_std``, and its configuration's ``rank``, ``config_score`` (mean over seeds) and ``config_noise``."""
+    ``score_std``, and its configuration's ``rank``, ``config_score`` (mean over seeds) and ``config_noise``.
+    ``fids`` and ``scores`` (``sweep.metric`` and its noise at every report, by step) are not columns of the
+    table."""
     metric, rows = params.sweep.metric, []
     for outcome in outcomes:
         cfg = trial_config(params.gan, params.sweep, outcome.point)
         reports = [r for r in outcome.reports if "fid" in r and r.get("step") is not None]
         scored = [(int(r["step"]), float(r["fid"])) for r in reports]
+        figures = {int(r["step"]): (float(r[metric]), r.get(f"{metric}_std")) for r in reports if metric in r}
         finite = [fid for _, fid in scored if math.isfinite(fid)]
         steps_run = max((step for step, _ in scored), default=0)
         status = "failed" if outcome.error else "completed" if steps_run >= params.sweep.steps else "stopped"
@@ -74,6 +78,7 @@ def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, An
                 "wall_s": round(float(last.get("time_total_s", 0.0)), 1),
                 "error": outcome.error or "",
                 "fids": {step: fid for step, fid in scored if math.isfinite(fid)},
+                "scores": {step: figure for step, figure in figures.items() if math.isfinite(figure[0])},
             }
         )
     for rank, configuration in enumerate(rank_configurations(rows), start=1):
@@ -99,22 +104,39 @@ def rank_configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     configurations = []
     for members in groups.values():
         scored = [row for row in members if row["score"] is not None]
-        scores = [row["score"] for row in scored]
-        if len(scores) > 1:
-            noise = statistics.stdev(scores) / math.sqrt(len(scores))
-        else:
-            noise = scored[0]["score_std"] if scored else None
+        score, noise = _figure([(row["score"], row["score_std"]) for row in scored])
         configurations.append(
             {
                 "rows": sorted(members, key=lambda row: (row["score"] is None, row["score"] or 0.0)),
-                "score": statistics.mean(scores) if scores else None,
+                "score": score,
                 "noise": noise,
-                "seeds": len(scores),
+                "seeds": len(scored),
                 "steps": min((row["steps_run"] for row in scored), default=0),
             }
         )
     configurations.sort(key=lambda c: (c["score"] is None, -c["steps"], c["score"] or 0.0))
     return configurations
+
+
+def _figure(reports: list[tuple[float, Optional[float]]]) -> tuple[Optional[float], Optional[float]]:
+    """A configuration's figure from its seeds' reports (value, bootstrap std): their mean, and as its noise the
+    one report's std, or with several seeds their standard error."""
+    if not reports:
+        return None, None
+    values = [value for value, _ in reports]
+    if len(values) > 1:
+        return statistics.mean(values), statistics.stdev(values) / math.sqrt(len(values))
+    return values[0], reports[0][1]
+
+
+def figure_at(configuration: dict[str, Any], step: int) -> tuple[Optional[float], Optional[float]]:
+    """The configuration's figure and noise from its scored trials' last reports at or before ``step``."""
+    reports = []
+    for row in configuration["rows"]:
+        earlier = [s for s in row["scores"] if s <= step]
+        if row["score"] is not None and earlier:
+            reports.append(row["scores"][max(earlier)])
+    return _figure(reports)
 
 
 def _trial_number(trial_id: str) -> Optional[int]:
@@ -127,13 +149,15 @@ def write_table(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """``trials.csv``: the rows with one ``fid@<step>`` column per report step."""
     report_steps = sorted({step for row in rows for step in row["fids"]})
     columns = (
-        [key for key in rows[0] if key != "fids"] + [f"fid@{step}" for step in report_steps] if rows else ["trial"]
+        [key for key in rows[0] if key not in ("fids", "scores")] + [f"fid@{step}" for step in report_steps]
+        if rows
+        else ["trial"]
     )
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            flat = {key: _cell(value) for key, value in row.items() if key != "fids"}
+            flat = {key: _cell(value) for key, value in row.items() if key not in ("fids", "scores")}
             flat.update({f"fid@{step}": _cell(row["fids"].get(step)) for step in report_steps})
             writer.writerow(flat)
     return Path(path)
@@ -150,12 +174,20 @@ def _cell(value: Any) -> Any:
 
 
 def margin(configurations: list[dict[str, Any]], params: Params) -> dict[str, Any]:
-    """The winner's lead over the runner-up against the noise of that difference (``resolved`` beyond 2σ)."""
+    """The winner's lead over the runner-up against the noise of that difference (``resolved`` beyond 2σ).
+
+    Both are compared at the same step, ``margin_step``: the runner-up's last report. When ASHA stopped the
+    runner-up on an earlier rung, that is the winner's report at that rung, not its last one."""
+    none = {"runner_up": None, "margin": None, "margin_noise": None, "margin_step": None, "margin_resolved": None}
     if len(configurations) < 2 or configurations[1]["score"] is None:
-        return {"runner_up": None, "margin": None, "margin_noise": None, "margin_resolved": None}
+        return none
     winner, runner_up = configurations[0], configurations[1]
-    lead = runner_up["score"] - winner["score"]
-    noise = math.hypot(winner["noise"] or 0.0, runner_up["noise"] or 0.0)
+    step = runner_up["steps"]
+    score, winner_noise = (winner["score"], winner["noise"]) if step >= winner["steps"] else figure_at(winner, step)
+    if score is None:
+        return none
+    lead = runner_up["score"] - score
+    noise = math.hypot(winner_noise or 0.0, runner_up["noise"] or 0.0)
     return {
         "runner_up": {
             "label": _configuration_label(runner_up, params),
@@ -165,19 +197,26 @@ def margin(configurations: list[dict[str, Any]], params: Params) -> dict[str, An
         },
         "margin": lead,
         "margin_noise": noise,
+        "margin_step": step,
         "margin_resolved": bool(lead > RESOLVING_SIGMAS * noise),
     }
 
 
 def margin_sentence(metrics: dict[str, Any]) -> Optional[str]:
-    """One sentence when the winner's margin over the runner-up is within the noise, else None."""
+    """One sentence when the winner's margin over the runner-up is not resolved (within the noise, or the winner
+    behind where they were compared), else None."""
     if metrics.get("margin_resolved") is not False:
         return None
-    runner_up, name = metrics["runner_up"], metrics["metric"].upper()
+    runner_up, name, lead = metrics["runner_up"], metrics["metric"].upper(), metrics["margin"]
+    where = f" at step {metrics['margin_step']}" if metrics["margin_step"] < metrics["best"]["steps"] else ""
+    noise = f"(±{metrics['margin_noise']:.2g} for the difference, {RESOLVING_SIGMAS:g}σ needed)"
+    if abs(lead) <= RESOLVING_SIGMAS * metrics["margin_noise"]:
+        verdict = f"within the noise {noise}: the sweep cannot tell them apart"
+    else:
+        verdict = f"beyond the noise {noise}: it ranks first only because it trained longer"
     return (
-        f"The winner leads {runner_up['label']} by {metrics['margin']:.4g} {name}, within the noise "
-        f"(±{metrics['margin_noise']:.2g} for the difference, {RESOLVING_SIGMAS:g}σ needed): the sweep cannot tell "
-        "them apart; repeat each over sweep.seeds or raise sweep.steps before trusting the order."
+        f"The winner {'leads' if lead >= 0 else 'trails'} {runner_up['label']} by {abs(lead):.4g} {name}{where}, "
+        f"{verdict}; repeat each over sweep.seeds or raise sweep.steps before trusting the order."
     )
 
 

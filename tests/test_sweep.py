@@ -167,6 +167,30 @@ def test_a_margin_beyond_two_sigma_is_resolved_and_kid_can_rank():
     assert margin_sentence(metrics) is None
 
 
+def test_a_runner_up_stopped_on_a_rung_is_compared_with_the_winner_at_that_rung():
+    params = parse_params(SHORT_SWEEP)
+    winner = outcome(0, "hinge", 1, [400, 390, 420], 4.0)  # the only completed trial: it ranks first
+    stopped = outcome(1, "bce", 1, [405], 3.0)  # stopped at step 200, where the winner reported 400
+    metrics = sweep_metrics(summarize([winner, stopped], params), params)
+    assert metrics["best"]["label"] == "hinge ×1" and metrics["best_score"] == 420
+    assert metrics["margin_step"] == 200 and metrics["margin"] == 5  # 405 − 400, not 405 − 420
+    assert metrics["margin_noise"] == pytest.approx(5.0) and metrics["margin_resolved"] is False
+    assert margin_sentence(metrics).startswith("The winner leads bce ×1 by 5 FID at step 200, within the noise (±5 ")
+
+    behind = outcome(1, "bce", 1, [370], 3.0)  # better than the winner at the rung ASHA compared them on
+    metrics = sweep_metrics(summarize([winner, behind], params), params)
+    assert metrics["margin"] == -30 and metrics["margin_resolved"] is False
+    assert margin_sentence(metrics).startswith(
+        "The winner trails bce ×1 by 30 FID at step 200, beyond the noise (±5 for the difference, 2σ needed): "
+        "it ranks first only because it trained longer;"
+    )
+
+    # Both completed: compared at the last step, which the sentence does not repeat.
+    metrics = sweep_metrics(summarize([winner, outcome(1, "bce", 1, [405, 400, 424], 3.0)], params), params)
+    assert metrics["margin_step"] == 600 and metrics["margin"] == 4
+    assert margin_sentence(metrics).startswith("The winner leads bce ×1 by 4 FID, within")
+
+
 def test_seeds_repeat_each_configuration_and_the_winner_is_the_best_mean():
     params = parse_params({"sweep": {**SHORT_SWEEP["sweep"], "seeds": [0, 1], "ttur_ratios": [1, 4]}})
     grid = sweep_stage.grid_points(params.sweep, params.gan)
