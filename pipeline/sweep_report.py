@@ -129,7 +129,7 @@ def _figure(reports: list[tuple[float, Optional[float]]]) -> tuple[Optional[floa
     return values[0], reports[0][1]
 
 
-def figure_at(configuration: dict[str, Any], step: int) -> tuple[Optional[float], Optional[float]]:
+def _figure_at(configuration: dict[str, Any], step: int) -> tuple[Optional[float], Optional[float]]:
     """The configuration's figure and noise from its scored trials' last reports at or before ``step``."""
     reports = []
     for row in configuration["rows"]:
@@ -183,7 +183,7 @@ def margin(configurations: list[dict[str, Any]], params: Params) -> dict[str, An
         return none
     winner, runner_up = configurations[0], configurations[1]
     step = runner_up["steps"]
-    score, winner_noise = (winner["score"], winner["noise"]) if step >= winner["steps"] else figure_at(winner, step)
+    score, winner_noise = (winner["score"], winner["noise"]) if step >= winner["steps"] else _figure_at(winner, step)
     if score is None:
         return none
     lead = runner_up["score"] - score
