@@ -357,6 +357,8 @@ def fit(
     decision = dist.gather(choose_precision(cfg, device, batch, resume) if dist.is_main() else None)[0]  # rank 0's
     if dist.is_main():
         tqdm.write(f"[train] {decision.sentence()}")
+        if warning := precision_choice.forced_bf16_warning(train.amp, device):
+            tqdm.write(f"[train] warning: {warning}")
     state = TrainState.create(cfg, decision, device, world, resume)
     loss = build_loss(cfg.loss)
     G_train, D_train = wrap_for_training(state, loss, device)

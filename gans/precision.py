@@ -152,6 +152,18 @@ def native_bf16(flags: Optional[Iterable[str]] = None) -> Optional[bool]:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def forced_bf16_warning(amp: Setting, device: torch.device) -> str:
+    """One sentence when ``train.amp: true`` forces bf16 autocast on a CPU without native bf16, where bf16 is
+    emulated (about 12× slower than float32 on an AVX2-only CPU); empty otherwise."""
+    if amp is not True or torch.device(device).type != "cpu" or native_bf16() is not False:
+        return ""
+    return (
+        "train.amp: true forces bf16 autocast, which this CPU computes without native support (no avx512_bf16, "
+        "amx_bf16 or bf16 flag): training may run several times slower than in float32; train.amp: auto times "
+        "both and keeps the faster."
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (``lscpu``'s), or the platform's processor string."""

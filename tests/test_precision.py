@@ -171,6 +171,19 @@ def test_forced_settings_are_obeyed_and_stored_with_the_checkpoint(cache, tiny_d
     assert all(tensor.is_contiguous() for tensor in G.values())
 
 
+@pytest.mark.parametrize("native, amp", [(False, True), (False, False), (False, "auto"), (True, True)])
+def test_forced_bf16_on_a_cpu_without_native_bf16_is_obeyed_with_a_warning(
+    cache, monkeypatch, capsys, tiny_dataset, tmp_path, native, amp
+):
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    state = fit(tiny_config(train={"amp": amp, "channels_last": False, "steps": 2}), tiny_dataset, work_dir=tmp_path)
+    warned = "[train] warning: train.amp: true forces bf16 autocast, which this CPU computes without native" in (
+        capsys.readouterr().out
+    )
+    assert warned is (amp is True and not native)
+    assert state["precision"]["amp"] is (amp is True)  # obeyed; auto never tries bf16 without native bf16
+
+
 def test_auto_never_tries_bf16_without_native_bf16(cache, monkeypatch, tiny_dataset, tmp_path):
     monkeypatch.setattr(precision, "native_bf16", lambda: False)
     tried = []
