@@ -151,6 +151,13 @@ def worker_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+def print_precision(decision: precision_choice.Decision, amp: precision_choice.Setting, device: torch.device) -> None:
+    """The decision's line, and a warning when ``train.amp: true`` forces bf16 where the CPU emulates it."""
+    tqdm.write(f"[train] {decision.sentence()}")
+    if warning := precision_choice.forced_bf16_warning(amp, device):
+        tqdm.write(f"[train] warning: {warning}")
+
+
 def choose_precision(
     cfg: GANConfig, device: torch.device, batch: int, resume: Optional[dict[str, Any]] = None
 ) -> precision_choice.Decision:
@@ -356,9 +363,7 @@ def fit(
     batch = worker_batch(train.batch_size, world)
     decision = dist.gather(choose_precision(cfg, device, batch, resume) if dist.is_main() else None)[0]  # rank 0's
     if dist.is_main():
-        tqdm.write(f"[train] {decision.sentence()}")
-        if warning := precision_choice.forced_bf16_warning(train.amp, device):
-            tqdm.write(f"[train] warning: {warning}")
+        print_precision(decision, train.amp, device)
     state = TrainState.create(cfg, decision, device, world, resume)
     loss = build_loss(cfg.loss)
     G_train, D_train = wrap_for_training(state, loss, device)
