@@ -151,7 +151,8 @@ class SweepConfig:
     """Continue an interrupted sweep (finished trials are not rerun) instead of starting fresh."""
     seeds: Optional[tuple[int, ...]] = None
     """Training seeds each configuration is repeated over (a grid axis; null: train.seed alone). The winner is
-    the configuration with the best mean over its seeds, and the noise of that mean is their spread."""
+    the configuration with the best mean over its seeds (at the last step all of them reached), and the noise
+    of that mean is their spread."""
     metric: str = "fid"
     """What trials report to the scheduler and the winner is ranked by: fid, or kid (unbiased: suits a small
     real set). Either is taken at a trial's last report, with its bootstrap noise."""

@@ -1,9 +1,10 @@
 """The sweep stage's outputs, from its trials' outcomes: the trials table, the DVC metrics, the plots, the winner.
 
 ``summarize`` turns ``sweep_space.TrialOutcome`` records into one row per trial; ``rank_configurations`` groups the
-rows by configuration (the same values over ``sweep.seeds``) and ranks them by the mean of each trial's last
-report of ``sweep.metric`` (a trial that ASHA stopped ranks below those that trained longer), each with its
-noise: the bootstrap std of that report, or with several seeds the standard error of their mean.
+rows by configuration (the same values over ``sweep.seeds``) and ranks them by ``sweep.metric`` at the last step
+all their trials reached, averaged over the seeds (a configuration that ASHA stopped ranks below those that
+trained longer), each with its noise: the bootstrap std of that report, or with several seeds the standard
+error of their mean.
 ``sweep_metrics`` states the winner's margin over the runner-up against that noise, at the runner-up's last
 report when ASHA stopped it earlier; ``write_table``
 (``trials.csv``), ``write_plots`` (FID curves, the heat map of the ranking figure, the curves as CSV) and
@@ -84,7 +85,7 @@ def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, An
     for rank, configuration in enumerate(rank_configurations(rows), start=1):
         for row in configuration["rows"]:
             row.update(rank=rank, config_score=configuration["score"], config_noise=configuration["noise"])
-    rows.sort(key=lambda row: (row["rank"], row["score"] is None, row["score"] or 0.0, row["trial"]))
+    rows.sort(key=lambda row: (row["rank"], *_row_order(row), row["trial"]))
     return rows
 
 
@@ -94,33 +95,36 @@ def configuration_key(row: dict[str, Any]) -> tuple:
 
 
 def rank_configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The configurations, best first: ``score`` (mean over its seeds of each trial's last report), ``noise``
-    (one seed: that report's bootstrap std; several: their standard error), ``steps`` (the fewest any of its
-    scored trials ran) and its ``rows``. Longer-trained configurations rank first (ASHA stopped the others on
-    an earlier rung), then the lower score; a configuration without a score ranks last."""
+    """The configurations, best first: ``steps`` (the fewest any of its scored trials ran), ``score`` (the mean
+    over its seeds of each trial's report at ``steps``, so seeds that ASHA stopped at different rungs are
+    compared at one step), ``noise`` (one seed: that report's bootstrap std; several: their standard error) and
+    its ``rows`` (the longest-trained and lowest first). Longer-trained configurations rank first (ASHA stopped
+    the others on an earlier rung), then the lower score; a configuration without a score ranks last."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(configuration_key(row), []).append(row)
     configurations = []
     for members in groups.values():
         scored = [row for row in members if row["score"] is not None]
-        score, noise = _figure([(row["score"], row["score_std"]) for row in scored])
+        steps = min((row["steps_run"] for row in scored), default=0)
+        score, noise = _figure([_at(row["scores"], steps) for row in scored])
         configurations.append(
             {
-                "rows": sorted(members, key=lambda row: (row["score"] is None, row["score"] or 0.0)),
+                "rows": sorted(members, key=_row_order),
                 "score": score,
                 "noise": noise,
                 "seeds": len(scored),
-                "steps": min((row["steps_run"] for row in scored), default=0),
+                "steps": steps,
             }
         )
     configurations.sort(key=lambda c: (c["score"] is None, -c["steps"], c["score"] or 0.0))
     return configurations
 
 
-def _figure(reports: list[tuple[float, Optional[float]]]) -> tuple[Optional[float], Optional[float]]:
-    """A configuration's figure from its seeds' reports (value, bootstrap std): their mean, and as its noise the
-    one report's std, or with several seeds their standard error."""
+def _figure(reports: list[Optional[tuple[float, Optional[float]]]]) -> tuple[Optional[float], Optional[float]]:
+    """A configuration's figure from its seeds' reports (value, bootstrap std; None: no report): their mean, and
+    as its noise the one report's std, or with several seeds their standard error."""
+    reports = [report for report in reports if report is not None]
     if not reports:
         return None, None
     values = [value for value, _ in reports]
@@ -131,12 +135,18 @@ def _figure(reports: list[tuple[float, Optional[float]]]) -> tuple[Optional[floa
 
 def _figure_at(configuration: dict[str, Any], step: int) -> tuple[Optional[float], Optional[float]]:
     """The configuration's figure and noise from its scored trials' last reports at or before ``step``."""
-    reports = []
-    for row in configuration["rows"]:
-        earlier = [s for s in row["scores"] if s <= step]
-        if row["score"] is not None and earlier:
-            reports.append(row["scores"][max(earlier)])
-    return _figure(reports)
+    return _figure([_at(row["scores"], step) for row in configuration["rows"] if row["score"] is not None])
+
+
+def _at(by_step: dict[int, Any], step: int) -> Any:
+    """The value of the last report at or before ``step`` (a trial reports at the same steps as the others)."""
+    earlier = [s for s in by_step if s <= step]
+    return by_step[max(earlier)] if earlier else None
+
+
+def _row_order(row: dict[str, Any]) -> tuple:
+    """Scored before unscored, longer-trained first, then the lower last report."""
+    return (row["score"] is None, -row["steps_run"], row["score"] or 0.0)
 
 
 def _trial_number(trial_id: str) -> Optional[int]:
@@ -227,7 +237,8 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
     configurations = rank_configurations(rows)
     best, winner = configurations[0], configurations[0]["rows"][0]
     used, full = sum(row["steps_run"] for row in rows), len(rows) * sweep.steps
-    fids = [row["final_fid"] for row in best["rows"] if row["final_fid"] is not None]
+    at_steps = [_at(row["fids"], best["steps"]) for row in best["rows"] if row["final_fid"] is not None]
+    fids = [fid for fid in at_steps if fid is not None]
     return {
         "metric": sweep.metric,
         "best_score": best["score"],
@@ -268,7 +279,7 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
             "report_steps": list(sweep.report_steps()),
             "fid_samples": params.gan.train.fid_samples,
             "fid_extractor_mode": "fast",
-            "ranking": f"mean over seeds of each trial's last {sweep.metric} report",
+            "ranking": f"mean over seeds of their {sweep.metric} at the last step all of them reached",
             "noise": "one seed: the report's bootstrap std (real and generated features); several: standard error",
             "seeds": list(sweep.seeds or (params.gan.train.seed,)),
         },

@@ -216,6 +216,24 @@ def test_seeds_repeat_each_configuration_and_the_winner_is_the_best_mean():
     ]
 
 
+def test_seeds_that_asha_stopped_at_different_steps_are_averaged_at_one_step():
+    params = parse_params({"sweep": {**SHORT_SWEEP["sweep"], "seeds": [0, 1], "ttur_ratios": [1, 4]}})
+    outcomes = [
+        outcome(0, "hinge", 1, [400, 390, 420], 4.0, seed=0),  # completed …
+        outcome(1, "hinge", 1, [405], 4.0, seed=1),  # … and stopped at step 200: compared there, 402.5
+        outcome(2, "bce", 4, [395, 392, 380], 4.0, seed=0),
+        outcome(3, "bce", 4, [415], 4.0, seed=1),  # 405 at step 200 (its last reports' mean would be 397.5)
+    ]
+    rows = summarize(outcomes, params)
+    metrics = sweep_metrics(rows, params)
+    assert metrics["best"]["label"] == "hinge ×1" and metrics["best"]["steps"] == 200
+    assert metrics["best_score"] == metrics["best_fid"] == 402.5
+    assert metrics["best_noise"] == pytest.approx(2.5)  # the standard error of 400 and 405
+    assert metrics["runner_up"]["score"] == 405 and metrics["margin"] == 2.5 and metrics["margin_step"] == 200
+    assert [(row["number"], row["config_score"]) for row in rows] == [(0, 402.5), (1, 402.5), (2, 405), (3, 405)]
+    assert metrics["best"]["trial"] == "trial_00000"  # the configuration's longest-trained trial stands for it
+
+
 def test_trials_that_cannot_all_get_their_workers_are_refused():
     cpu = RayConfig(cpus_per_worker=1)
     sweep_stage.check_capacity(SweepConfig(workers_per_trial=1, max_concurrent=2), cpu, {"CPU": 2})  # fits exactly
