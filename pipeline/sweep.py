@@ -10,9 +10,9 @@ every configuration over seeds. Writes:
 
 - ``paths.sweep_trials`` (CSV): one row per trial, swept and resolved values, the FID at every report,
   steps run, status (completed, stopped, failed), wall time, seed;
-- ``paths.sweep_metrics`` (DVC metrics): the winner (by the last report, mean over seeds at one step) with its
-  noise and its margin over the runner-up against the noise of that difference, trials by status, trial-steps
-  used;
+- ``paths.sweep_metrics`` (DVC metrics): the winner (by the mean over seeds at the last step all of them
+  reached) with its noise and its margin over the runner-up against the noise of that difference, trials by
+  status, trial-steps used;
 - ``paths.sweep_plots``: FID against step per trial and the ranking figure by ratio × loss (PNG), the curves as CSV;
 - ``paths.sweep_best``: the winner's overrides of params.yaml, a params file of the train stage
   (``{}`` with ``sweep.enabled: false``: train then uses params.yaml as it is).

@@ -5,9 +5,8 @@ rows by configuration (the same values over ``sweep.seeds``) and ranks them by `
 all their trials reached, averaged over the seeds (a configuration that ASHA stopped ranks below those that
 trained longer), each with its noise: the bootstrap std of that report, or with several seeds the standard
 error of their mean.
-``sweep_metrics`` states the winner's margin over the runner-up against that noise, at the runner-up's last
-report when ASHA stopped it earlier; ``write_table``
-(``trials.csv``), ``write_plots`` (FID curves, the heat map of the ranking figure, the curves as CSV) and
+``sweep_metrics`` states the winner's margin over the runner-up against that noise, at the runner-up's step
+when ASHA stopped it earlier; ``write_table`` (``trials.csv``), ``write_plots`` (FID curves, the heat map of the ranking figure, the curves as CSV) and
 ``winner_overrides``/``write_winner`` (``best.yaml``, a params file of the train stage) write the rest.
 """
 
@@ -42,7 +41,8 @@ def label(point: dict[str, Any]) -> str:
 def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, Any]]:
     """One row per trial, the winner's first: swept and resolved values, status, the FID at every report, its
     ranking figure ``score`` (``sweep.metric`` at its last report) with that report's bootstrap noise
-    ``score_std``, and its configuration's ``rank``, ``config_score`` (mean over seeds) and ``config_noise``.
+    ``score_std``, and its configuration's ``rank``, ``config_score`` (mean over seeds at the last step all of
+    them reached) and ``config_noise``.
     ``fids`` and ``scores`` (``sweep.metric`` and its noise at every report, by step) are not columns of the
     table."""
     metric, rows = params.sweep.metric, []
@@ -50,7 +50,7 @@ def summarize(outcomes: list[TrialOutcome], params: Params) -> list[dict[str, An
         cfg = trial_config(params.gan, params.sweep, outcome.point)
         reports = [r for r in outcome.reports if "fid" in r and r.get("step") is not None]
         scored = [(int(r["step"]), float(r["fid"])) for r in reports]
-        figures = {int(r["step"]): (float(r[metric]), r.get(f"{metric}_std")) for r in reports if metric in r}
+        figures = {int(r["step"]): (float(r[metric]), _finite(r.get(f"{metric}_std"))) for r in reports if metric in r}
         finite = [fid for _, fid in scored if math.isfinite(fid)]
         steps_run = max((step for step, _ in scored), default=0)
         status = "failed" if outcome.error else "completed" if steps_run >= params.sweep.steps else "stopped"
@@ -107,13 +107,14 @@ def rank_configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for members in groups.values():
         scored = [row for row in members if row["score"] is not None]
         steps = min((row["steps_run"] for row in scored), default=0)
-        score, noise = _figure([_at(row["scores"], steps) for row in scored])
+        reports = [report for report in (_at(row["scores"], steps) for row in scored) if report is not None]
+        score, noise = _figure(reports)
         configurations.append(
             {
                 "rows": sorted(members, key=_row_order),
                 "score": score,
                 "noise": noise,
-                "seeds": len(scored),
+                "seeds": len(reports),
                 "steps": steps,
             }
         )
@@ -136,6 +137,11 @@ def _figure(reports: list[Optional[tuple[float, Optional[float]]]]) -> tuple[Opt
 def _figure_at(configuration: dict[str, Any], step: int) -> tuple[Optional[float], Optional[float]]:
     """The configuration's figure and noise from its scored trials' last reports at or before ``step``."""
     return _figure([_at(row["scores"], step) for row in configuration["rows"] if row["score"] is not None])
+
+
+def _finite(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a finite number, else None (a missing or NaN noise)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _at(by_step: dict[int, Any], step: int) -> Any:
@@ -186,25 +192,27 @@ def _cell(value: Any) -> Any:
 def margin(configurations: list[dict[str, Any]], params: Params) -> dict[str, Any]:
     """The winner's lead over the runner-up against the noise of that difference (``resolved`` beyond 2σ).
 
-    Both are compared at the same step, ``margin_step``: the runner-up's last report. When ASHA stopped the
-    runner-up on an earlier rung, that is the winner's report at that rung, not its last one."""
-    none = {"runner_up": None, "margin": None, "margin_noise": None, "margin_step": None, "margin_resolved": None}
+    Both are compared at the same step, ``margin_step``: the runner-up's ``steps``. When ASHA stopped the
+    runner-up on an earlier rung, that is the winner's report at that rung, not its last one; without a winner's
+    report there, the margin is None."""
+    unknown = {"margin": None, "margin_noise": None, "margin_step": None, "margin_resolved": None}
     if len(configurations) < 2 or configurations[1]["score"] is None:
-        return none
+        return {"runner_up": None, **unknown}
     winner, runner_up = configurations[0], configurations[1]
     step = runner_up["steps"]
     score, winner_noise = (winner["score"], winner["noise"]) if step >= winner["steps"] else _figure_at(winner, step)
+    about = {
+        "label": _configuration_label(runner_up, params),
+        "score": runner_up["score"],
+        "noise": runner_up["noise"],
+        "steps": runner_up["steps"],
+    }
     if score is None:
-        return none
+        return {"runner_up": about, **unknown}
     lead = runner_up["score"] - score
     noise = math.hypot(winner_noise or 0.0, runner_up["noise"] or 0.0)
     return {
-        "runner_up": {
-            "label": _configuration_label(runner_up, params),
-            "score": runner_up["score"],
-            "noise": runner_up["noise"],
-            "steps": runner_up["steps"],
-        },
+        "runner_up": about,
         "margin": lead,
         "margin_noise": noise,
         "margin_step": step,
@@ -220,10 +228,10 @@ def margin_sentence(metrics: dict[str, Any]) -> Optional[str]:
     runner_up, name, lead = metrics["runner_up"], metrics["metric"].upper(), metrics["margin"]
     where = f" at step {metrics['margin_step']}" if metrics["margin_step"] < metrics["best"]["steps"] else ""
     noise = f"(±{metrics['margin_noise']:.2g} for the difference, {RESOLVING_SIGMAS:g}σ needed)"
-    if abs(lead) <= RESOLVING_SIGMAS * metrics["margin_noise"]:
-        verdict = f"within the noise {noise}: the sweep cannot tell them apart"
-    else:
+    if lead < -RESOLVING_SIGMAS * metrics["margin_noise"]:
         verdict = f"beyond the noise {noise}: it ranks first only because it trained longer"
+    else:
+        verdict = f"within the noise {noise}: the sweep cannot tell them apart"
     return (
         f"The winner {'leads' if lead >= 0 else 'trails'} {runner_up['label']} by {abs(lead):.4g} {name}{where}, "
         f"{verdict}; repeat each over sweep.seeds or raise sweep.steps before trusting the order."
@@ -237,7 +245,7 @@ def sweep_metrics(rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
     configurations = rank_configurations(rows)
     best, winner = configurations[0], configurations[0]["rows"][0]
     used, full = sum(row["steps_run"] for row in rows), len(rows) * sweep.steps
-    at_steps = [_at(row["fids"], best["steps"]) for row in best["rows"] if row["final_fid"] is not None]
+    at_steps = [_at(row["fids"], best["steps"]) for row in best["rows"] if row["score"] is not None]
     fids = [fid for fid in at_steps if fid is not None]
     return {
         "metric": sweep.metric,
@@ -382,7 +390,7 @@ def _save_score_map(rows: list[dict[str, Any]], params: Params, path: Path) -> N
         path,
         xlabel="TTUR ratio lr_d / lr_g",
         ylabel="loss",
-        title=f"{params.sweep.metric.upper()} at each trial's last report (mean over seeds)",
+        title=f"{params.sweep.metric.upper()} at the last step (mean over seeds)",
         notes=[[note(cells.get((loss, ratio))) for ratio in ratios] for loss in losses],
     )
 

@@ -191,6 +191,25 @@ def test_a_runner_up_stopped_on_a_rung_is_compared_with_the_winner_at_that_rung(
     assert margin_sentence(metrics).startswith("The winner leads bce ×1 by 4 FID, within")
 
 
+def test_the_margin_at_a_rung_with_kid_a_missing_noise_or_no_report_there():
+    kid = parse_params({"sweep": {**SHORT_SWEEP["sweep"], "metric": "kid"}})
+    metrics = sweep_metrics(
+        summarize([outcome(0, "hinge", 1, [400, 390, 420], 4.0), outcome(1, "bce", 1, [450], 3.0)], kid), kid
+    )
+    assert metrics["margin_step"] == 200 and metrics["margin"] == pytest.approx(0.050)  # KID 0.450 − 0.400
+    assert metrics["margin_noise"] == pytest.approx(0.005) and metrics["margin_resolved"] is True
+
+    params = parse_params(SHORT_SWEEP)
+    no_noise = outcome(0, "hinge", 1, [400, 390, 420], math.nan)  # a report without a finite bootstrap std
+    metrics = sweep_metrics(summarize([no_noise, outcome(1, "bce", 1, [405, 400, 440], 3.0)], params), params)
+    assert metrics["margin"] == 20 and metrics["margin_noise"] == 3 and metrics["margin_resolved"] is True
+
+    unscored_rung = outcome(0, "hinge", 1, [math.nan, 390, 420], 4.0)  # no FID where the runner-up stopped
+    metrics = sweep_metrics(summarize([unscored_rung, outcome(1, "bce", 1, [405], 3.0)], params), params)
+    assert metrics["runner_up"]["label"] == "bce ×1" and metrics["margin"] is None
+    assert margin_sentence(metrics) is None
+
+
 def test_seeds_repeat_each_configuration_and_the_winner_is_the_best_mean():
     params = parse_params({"sweep": {**SHORT_SWEEP["sweep"], "seeds": [0, 1], "ttur_ratios": [1, 4]}})
     grid = sweep_stage.grid_points(params.sweep, params.gan)
