@@ -107,7 +107,7 @@ def rank_configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for members in groups.values():
         scored = [row for row in members if row["score"] is not None]
         steps = min((row["steps_run"] for row in scored), default=0)
-        reports = [report for report in (_at(row["scores"], steps) for row in scored) if report is not None]
+        reports = _reports_at(scored, steps)
         score, noise = _figure(reports)
         configurations.append(
             {
@@ -122,10 +122,16 @@ def rank_configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return configurations
 
 
-def _figure(reports: list[Optional[tuple[float, Optional[float]]]]) -> tuple[Optional[float], Optional[float]]:
-    """A configuration's figure from its seeds' reports (value, bootstrap std; None: no report): their mean, and
-    as its noise the one report's std, or with several seeds their standard error."""
-    reports = [report for report in reports if report is not None]
+def _reports_at(rows: list[dict[str, Any]], step: int) -> list[tuple[float, Optional[float]]]:
+    """The (value, bootstrap std) of each scored row's last report at or before ``step``; rows without one are
+    left out."""
+    reports = [_at(row["scores"], step) for row in rows if row["score"] is not None]
+    return [report for report in reports if report is not None]
+
+
+def _figure(reports: list[tuple[float, Optional[float]]]) -> tuple[Optional[float], Optional[float]]:
+    """A configuration's figure from its seeds' reports (value, bootstrap std): their mean, and as its noise the
+    one report's std, or with several seeds their standard error."""
     if not reports:
         return None, None
     values = [value for value, _ in reports]
@@ -136,7 +142,7 @@ def _figure(reports: list[Optional[tuple[float, Optional[float]]]]) -> tuple[Opt
 
 def _figure_at(configuration: dict[str, Any], step: int) -> tuple[Optional[float], Optional[float]]:
     """The configuration's figure and noise from its scored trials' last reports at or before ``step``."""
-    return _figure([_at(row["scores"], step) for row in configuration["rows"] if row["score"] is not None])
+    return _figure(_reports_at(configuration["rows"], step))
 
 
 def _finite(value: Any) -> Optional[float]:

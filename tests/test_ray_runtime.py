@@ -77,11 +77,13 @@ def _trial_in_its_process(config):
 def test_one_worker_trials_share_a_process_and_a_stopped_one_ends_in_its_report(tmp_path):
     """A trial that trains in its own process (one worker) waits inside its report while ASHA decides: a stopped
     one ends there, and the next trial runs in the same process (Tune's ``reuse_actors``)."""
+    import ray.tune
+
     ray_cfg = RayConfig(num_workers=1, cpus_per_worker=1, storage_path=str(tmp_path))
     with cluster.ray_session(ray_cfg):
         tuner = tuning.make_tuner(
             _trial_in_its_process,
-            {"x": __import__("ray").tune.grid_search([0, 5, -1])},
+            {"x": ray.tune.grid_search([0, 5, -1])},
             ray_cfg,
             metric="score",
             mode="min",
